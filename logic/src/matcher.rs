@@ -1,0 +1,115 @@
+//! Which URIs a location generates: `static_gen_pattern` and
+//! `static_gen_exclude`, regular expressions searched anywhere in the URI
+//! (anchor with `^`/`$`), as StaticGenerator's URL lists were.
+
+use regex::bytes::{RegexSet, RegexSetBuilder};
+
+/// Include and exclude patterns of one location.
+#[derive(Clone, Debug, Default)]
+pub struct UriFilter {
+    include: Option<RegexSet>,
+    exclude: Option<RegexSet>,
+}
+
+/// A pattern that does not compile.
+#[derive(Debug)]
+pub struct PatternError(regex::Error);
+
+impl std::fmt::Display for PatternError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // regex's message spans several lines; nginx logs one
+        let message = self.0.to_string();
+        let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+        let summary = lines.next_back().unwrap_or("invalid regular expression");
+        f.write_str(summary.trim_start_matches("error: "))
+    }
+}
+
+impl std::error::Error for PatternError {}
+
+/// Compiles patterns into one set; an empty list gives `None`.
+pub fn compile(patterns: &[impl AsRef<str>]) -> Result<Option<RegexSet>, PatternError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    RegexSetBuilder::new(patterns)
+        // URIs are bytes; `.` and classes must not fail on non-UTF-8 paths
+        .unicode(false)
+        .build()
+        .map(Some)
+        .map_err(PatternError)
+}
+
+/// Checks one pattern alone, so a configuration error names the culprit.
+pub fn check(pattern: &str) -> Result<(), PatternError> {
+    compile(&[pattern]).map(|_| ())
+}
+
+impl UriFilter {
+    pub fn new(include: Option<RegexSet>, exclude: Option<RegexSet>) -> Self {
+        UriFilter { include, exclude }
+    }
+
+    /// True when `uri` matches an include pattern (or there are none) and no
+    /// exclude pattern.
+    pub fn allows(&self, uri: &[u8]) -> bool {
+        let included = self.include.as_ref().is_none_or(|set| set.is_match(uri));
+        included && !self.exclude.as_ref().is_some_and(|set| set.is_match(uri))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(include: &[&str], exclude: &[&str]) -> UriFilter {
+        UriFilter::new(compile(include).unwrap(), compile(exclude).unwrap())
+    }
+
+    #[test]
+    fn no_patterns_allow_everything() {
+        assert!(filter(&[], &[]).allows(b"/anything"));
+    }
+
+    #[test]
+    fn seed_settings() {
+        let f = filter(
+            &[r"^/$", r"^/(articles|projects|about)"],
+            &[
+                r"\.xml$",
+                r"^/articles/search",
+                r"^/articles/feed",
+                r"^/articles/comments/posted",
+            ],
+        );
+        assert!(f.allows(b"/"));
+        assert!(f.allows(b"/articles/hello/"));
+        assert!(f.allows(b"/about"));
+        assert!(!f.allows(b"/contact/"));
+        assert!(!f.allows(b"/articles/sitemap.xml"));
+        assert!(!f.allows(b"/articles/search/"));
+        assert!(!f.allows(b"/articles/feed/"));
+        assert!(!f.allows(b"/x/articles"));
+    }
+
+    #[test]
+    fn exclude_wins_over_include() {
+        let f = filter(&["^/a"], &["^/a/private"]);
+        assert!(f.allows(b"/a/public"));
+        assert!(!f.allows(b"/a/private/x"));
+    }
+
+    #[test]
+    fn non_utf8_uri_is_matched() {
+        let f = filter(&["^/caf.+/$"], &[]);
+        assert!(f.allows(b"/caf\xc3\xa9/"));
+        assert!(f.allows(b"/caf\xff/"));
+    }
+
+    #[test]
+    fn invalid_pattern_is_reported_on_one_line() {
+        let err = check("^/(unclosed").unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("unclosed"), "{err}");
+    }
+}

@@ -1,0 +1,150 @@
+//! The page file format: a short text header, then the body exactly as the
+//! upstream sent it. The header keeps what a HIT must answer with and the
+//! body alone cannot tell (the exact `Content-Type`), and the URI the page was
+//! generated for, so a person reading the tree sees what each file is.
+//!
+//! ```text
+//! static_gen 1
+//! content-type: text/html; charset=utf-8
+//! uri: /articles/hello/
+//!
+//! <!doctype html>...
+//! ```
+
+/// The first line of every page file; a file without it was not written by
+/// this module and is never served.
+pub const MAGIC: &[u8] = b"static_gen 1\n";
+/// Longest header a HIT reads; longer headers are not written.
+pub const MAX_HEADER_LEN: usize = 4096;
+
+/// The parsed header of a page file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageHeader<'a> {
+    pub content_type: &'a [u8],
+    /// Offset of the body in the file.
+    pub body_offset: usize,
+}
+
+/// Why a header cannot be written or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// A value holds a control character or the header would be too long.
+    Unwritable,
+    /// Not a page file of this module, or a truncated header.
+    Foreign,
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeaderError::Unwritable => "header value cannot be stored",
+            HeaderError::Foreign => "not a page file",
+        })
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// Renders the header for a page.
+pub fn encode_header(content_type: &[u8], uri: &[u8]) -> Result<Vec<u8>, HeaderError> {
+    let unprintable = |v: &[u8]| v.iter().any(|&b| b < 0x20 || b == 0x7f);
+    if unprintable(content_type) || unprintable(uri) {
+        return Err(HeaderError::Unwritable);
+    }
+    let mut header = Vec::with_capacity(MAGIC.len() + content_type.len() + uri.len() + 24);
+    header.extend_from_slice(MAGIC);
+    for (name, value) in [(&b"content-type: "[..], content_type), (b"uri: ", uri)] {
+        header.extend_from_slice(name);
+        header.extend_from_slice(value);
+        header.push(b'\n');
+    }
+    header.push(b'\n');
+    if header.len() > MAX_HEADER_LEN {
+        return Err(HeaderError::Unwritable);
+    }
+    Ok(header)
+}
+
+/// Parses the start of a page file (at least the header, at most
+/// [`MAX_HEADER_LEN`] bytes of it are needed).
+pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
+    let rest = start.strip_prefix(MAGIC).ok_or(HeaderError::Foreign)?;
+    let end = memchr::memmem::find(rest, b"\n\n").ok_or(HeaderError::Foreign)?;
+    let mut content_type = None;
+    for line in rest[..end].split(|&b| b == b'\n') {
+        if let Some(value) = line.strip_prefix(b"content-type: ") {
+            content_type = Some(value);
+        }
+    }
+    Ok(PageHeader {
+        content_type: content_type.ok_or(HeaderError::Foreign)?,
+        body_offset: MAGIC.len() + end + 2,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut file = encode_header(b"text/html; charset=utf-8", b"/articles/hello/").unwrap();
+        let header_len = file.len();
+        file.extend_from_slice(b"<p>body\n\nwith blank lines</p>");
+        let header = decode_header(&file).unwrap();
+        assert_eq!(header.content_type, b"text/html; charset=utf-8");
+        assert_eq!(header.body_offset, header_len);
+        assert_eq!(
+            &file[header.body_offset..],
+            b"<p>body\n\nwith blank lines</p>"
+        );
+    }
+
+    #[test]
+    fn header_is_readable() {
+        let header = encode_header(b"text/html", b"/about").unwrap();
+        assert_eq!(
+            header,
+            b"static_gen 1\ncontent-type: text/html\nuri: /about\n\n"
+        );
+    }
+
+    #[test]
+    fn empty_body_and_empty_type() {
+        let file = encode_header(b"", b"/").unwrap();
+        let header = decode_header(&file).unwrap();
+        assert_eq!(header.content_type, b"");
+        assert_eq!(header.body_offset, file.len());
+    }
+
+    #[test]
+    fn foreign_files_are_refused() {
+        assert_eq!(
+            decode_header(b"<html>hello</html>"),
+            Err(HeaderError::Foreign)
+        );
+        assert_eq!(decode_header(b""), Err(HeaderError::Foreign));
+        assert_eq!(
+            decode_header(b"static_gen 1\ncontent-type: x"),
+            Err(HeaderError::Foreign)
+        );
+        assert_eq!(
+            decode_header(b"static_gen 1\nuri: /\n\n"),
+            Err(HeaderError::Foreign)
+        );
+    }
+
+    #[test]
+    fn control_characters_are_not_written() {
+        assert_eq!(
+            encode_header(b"text/html\r\nX: y", b"/"),
+            Err(HeaderError::Unwritable)
+        );
+        assert_eq!(
+            encode_header(b"text/html", b"/a\nb"),
+            Err(HeaderError::Unwritable)
+        );
+        let huge = vec![b'a'; MAX_HEADER_LEN];
+        assert_eq!(encode_header(&huge, b"/"), Err(HeaderError::Unwritable));
+    }
+}

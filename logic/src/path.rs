@@ -1,0 +1,314 @@
+//! From a request URI to the file that holds its generated page.
+//!
+//! The rule, which the README documents:
+//! - only canonical requests take part: the raw request path, once its harmless
+//!   percent-escapes are decoded, must equal nginx's normalised URI; escapes of
+//!   `/`, `.`, reserved characters and controls, dot segments and empty
+//!   segments make the request bypass;
+//! - a URI ending in `/` is stored as `index.html` in the directory named by
+//!   the URI (`/articles/hello/` -> `articles/hello/index.html`);
+//! - any other URI is stored with `.html` appended (`/about` -> `about.html`,
+//!   `/feed.xml` -> `feed.xml.html`);
+//! - so that two URIs never share a file, URIs whose last segment is `index`
+//!   (it would share `index.html` with the trailing-slash form) and URIs with a
+//!   directory segment ending in `.html` (it would clash with a page file)
+//!   bypass, as do the module's own directory `.static_gen` at the top.
+
+use std::fmt;
+
+/// Longest URI path the module maps, in bytes.
+pub const MAX_URI_LEN: usize = 2048;
+/// Deepest URI path the module maps, in segments.
+pub const MAX_DEPTH: usize = 32;
+/// Longest file name most filesystems allow (`NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+/// The name of the module's own directory (temp files, purged trees) under a
+/// root; no URI maps into it.
+pub const RESERVED_DIR: &str = ".static_gen";
+
+const PAGE_SUFFIX: &[u8] = b".html";
+const INDEX_NAME: &[u8] = b"index.html";
+
+/// Why a request cannot be mapped to a page file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// The URI does not start with `/`.
+    NotAbsolute,
+    /// The raw request path differs from nginx's normalised URI in more
+    /// than harmless percent-encoding.
+    NotCanonical,
+    /// An empty, `.` or `..` segment.
+    DotOrEmptySegment,
+    /// A NUL, a control character or a byte that cannot go into a file name.
+    BadByte,
+    /// Longer than [`MAX_URI_LEN`], deeper than [`MAX_DEPTH`], or a segment
+    /// longer than the filesystem allows.
+    TooLong,
+    /// The URI would share its file with another URI, or map into the
+    /// module's own directory.
+    Reserved,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::NotAbsolute => "uri is not absolute",
+            PathError::NotCanonical => "raw path is not canonical",
+            PathError::DotOrEmptySegment => "empty or dot segment",
+            PathError::BadByte => "control character in uri",
+            PathError::TooLong => "uri too long or too deep",
+            PathError::Reserved => "uri maps to a reserved name",
+        })
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// Checks that `raw` (the path part of the request line, before any `?`)
+/// names exactly the resource `uri` (nginx's decoded, normalised path).
+///
+/// Escapes are harmless when they stand for a byte that means the same
+/// escaped or not: letters, digits, `-`, `_`, `~`, `%`, and bytes that must
+/// be escaped anyway (space, non-ASCII UTF-8, `"<>\^`{|}`). Escaped `/`,
+/// `.`, other reserved characters or controls are refused: an upstream may
+/// read them differently from nginx, and a page rendered for one meaning
+/// must not be served for another.
+pub fn check_canonical(raw: &[u8], uri: &[u8]) -> Result<(), PathError> {
+    let mut expected = uri.iter();
+    let mut i = 0;
+    while i < raw.len() {
+        let byte = if raw[i] == b'%' {
+            let decoded = raw
+                .get(i + 1..i + 3)
+                .and_then(decode_hex_pair)
+                .ok_or(PathError::NotCanonical)?;
+            if !harmless_escape(decoded) {
+                return Err(PathError::NotCanonical);
+            }
+            i += 3;
+            decoded
+        } else {
+            i += 1;
+            raw[i - 1]
+        };
+        if expected.next() != Some(&byte) {
+            return Err(PathError::NotCanonical);
+        }
+    }
+    match expected.next() {
+        None => Ok(()),
+        Some(_) => Err(PathError::NotCanonical),
+    }
+}
+
+fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
+    let hi = (pair[0] as char).to_digit(16)?;
+    let lo = (pair[1] as char).to_digit(16)?;
+    Some((hi * 16 + lo) as u8)
+}
+
+fn harmless_escape(byte: u8) -> bool {
+    byte >= 0x80
+        || byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'_'
+                | b'~'
+                | b'%'
+                | b' '
+                | b'"'
+                | b'<'
+                | b'>'
+                | b'\\'
+                | b'^'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+        )
+}
+
+/// Maps a normalised URI to the page file's path relative to the root
+/// (without a leading `/`), following the rule in the module docs.
+pub fn page_file(uri: &[u8]) -> Result<Vec<u8>, PathError> {
+    let rest = uri.strip_prefix(b"/").ok_or(PathError::NotAbsolute)?;
+    if uri.len() > MAX_URI_LEN {
+        return Err(PathError::TooLong);
+    }
+    if uri.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(PathError::BadByte);
+    }
+    let (dir_segments, leaf): (Vec<&[u8]>, &[u8]) = match rest.iter().rposition(|&b| b == b'/') {
+        Some(slash) => (
+            rest[..slash].split(|&b| b == b'/').collect(),
+            &rest[slash + 1..],
+        ),
+        None => (Vec::new(), rest),
+    };
+    if dir_segments.len() >= MAX_DEPTH {
+        return Err(PathError::TooLong);
+    }
+    for (depth, segment) in dir_segments.iter().enumerate() {
+        check_segment(segment)?;
+        if segment.ends_with(PAGE_SUFFIX) || (depth == 0 && *segment == RESERVED_DIR.as_bytes()) {
+            return Err(PathError::Reserved);
+        }
+    }
+
+    let mut file = Vec::with_capacity(uri.len() + INDEX_NAME.len());
+    file.extend_from_slice(rest);
+    if leaf.is_empty() {
+        file.extend_from_slice(INDEX_NAME);
+    } else {
+        check_segment(leaf)?;
+        if leaf == b"index" {
+            return Err(PathError::Reserved);
+        }
+        if leaf.len() + PAGE_SUFFIX.len() > MAX_NAME_LEN {
+            return Err(PathError::TooLong);
+        }
+        file.extend_from_slice(PAGE_SUFFIX);
+    }
+    Ok(file)
+}
+
+fn check_segment(segment: &[u8]) -> Result<(), PathError> {
+    match segment {
+        b"" | b"." | b".." => Err(PathError::DotOrEmptySegment),
+        s if s.len() > MAX_NAME_LEN => Err(PathError::TooLong),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(uri: &str) -> Result<String, PathError> {
+        page_file(uri.as_bytes()).map(|p| String::from_utf8(p).unwrap())
+    }
+
+    #[test]
+    fn trailing_slash_maps_to_index() {
+        assert_eq!(file("/").unwrap(), "index.html");
+        assert_eq!(
+            file("/articles/hello/").unwrap(),
+            "articles/hello/index.html"
+        );
+    }
+
+    #[test]
+    fn other_uris_get_html_suffix() {
+        assert_eq!(file("/about").unwrap(), "about.html");
+        assert_eq!(file("/about/team").unwrap(), "about/team.html");
+        assert_eq!(file("/feed.xml").unwrap(), "feed.xml.html");
+        assert_eq!(file("/a/index.html").unwrap(), "a/index.html.html");
+    }
+
+    #[test]
+    fn distinct_uris_never_share_a_file() {
+        let uris = [
+            "/",
+            "/about",
+            "/about/",
+            "/about/team",
+            "/about.html",
+            "/about.html.html",
+            "/index.html",
+            "/a/index.html",
+            "/a/",
+            "/a",
+            "/a/b/",
+            "/a/b",
+        ];
+        let mut files: Vec<String> = uris.iter().map(|u| file(u).unwrap()).collect();
+        files.sort();
+        files.dedup();
+        assert_eq!(files.len(), uris.len());
+        // no page file is a directory of another page's path
+        for f in &files {
+            assert!(
+                !files.iter().any(|g| g.starts_with(&format!("{f}/"))),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn clashing_forms_bypass() {
+        assert_eq!(file("/index"), Err(PathError::Reserved));
+        assert_eq!(file("/a/index"), Err(PathError::Reserved));
+        assert_eq!(file("/about.html/x"), Err(PathError::Reserved));
+        assert_eq!(file("/.static_gen/tmp/x"), Err(PathError::Reserved));
+        assert_eq!(file("/.static_gen/"), Err(PathError::Reserved));
+        assert_eq!(file("/.static_gen").unwrap(), ".static_gen.html");
+        assert_eq!(file("/x/.static_gen/y").unwrap(), "x/.static_gen/y.html");
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        assert_eq!(file("about"), Err(PathError::NotAbsolute));
+        assert_eq!(file(""), Err(PathError::NotAbsolute));
+        assert_eq!(file("/a/../b"), Err(PathError::DotOrEmptySegment));
+        assert_eq!(file("/../b"), Err(PathError::DotOrEmptySegment));
+        assert_eq!(file("/.."), Err(PathError::DotOrEmptySegment));
+        assert_eq!(file("/a/./b"), Err(PathError::DotOrEmptySegment));
+        assert_eq!(file("/a//b"), Err(PathError::DotOrEmptySegment));
+        assert_eq!(file("//"), Err(PathError::DotOrEmptySegment));
+        assert_eq!(file("/a\0b"), Err(PathError::BadByte));
+        assert_eq!(file("/a\nb"), Err(PathError::BadByte));
+    }
+
+    #[test]
+    fn length_limits() {
+        let long = format!("/{}", "x".repeat(MAX_NAME_LEN - PAGE_SUFFIX.len()));
+        assert!(file(&long).is_ok());
+        let too_long = format!("/{}", "x".repeat(MAX_NAME_LEN - PAGE_SUFFIX.len() + 1));
+        assert_eq!(file(&too_long), Err(PathError::TooLong));
+        let long_dir = format!("/{}/", "d".repeat(MAX_NAME_LEN + 1));
+        assert_eq!(file(&long_dir), Err(PathError::TooLong));
+        let deep = "/d".repeat(MAX_DEPTH) + "/";
+        assert_eq!(file(&deep), Err(PathError::TooLong));
+        let huge = format!("/{}", "a/".repeat(MAX_URI_LEN));
+        assert_eq!(file(&huge), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn utf8_paths_map_verbatim() {
+        assert_eq!(file("/café/").unwrap(), "café/index.html");
+    }
+
+    fn canonical(raw: &str, uri: &str) -> bool {
+        check_canonical(raw.as_bytes(), uri.as_bytes()).is_ok()
+    }
+
+    #[test]
+    fn canonical_paths_pass() {
+        assert!(canonical("/", "/"));
+        assert!(canonical("/articles/hello/", "/articles/hello/"));
+        assert!(canonical("/caf%C3%A9/", "/café/"));
+        assert!(canonical("/caf%c3%a9/", "/café/"));
+        assert!(canonical("/a%20b", "/a b"));
+        assert!(canonical("/%61bout", "/about"));
+        assert!(canonical("/100%25", "/100%"));
+    }
+
+    #[test]
+    fn non_canonical_paths_fail() {
+        assert!(!canonical("/a/../b", "/b"));
+        assert!(!canonical("/a//b", "/a/b"));
+        assert!(!canonical("/a/./b", "/a/b"));
+        assert!(!canonical("/a%2Fb", "/a/b"));
+        assert!(!canonical("/a%2fb", "/a/b"));
+        assert!(!canonical("/%2e%2e/etc", "/etc"));
+        assert!(!canonical("/a%2eb", "/a.b"));
+        assert!(!canonical("/a%3Bb", "/a;b"));
+        assert!(!canonical("/a%3fb", "/a?b"));
+        assert!(!canonical("/a%00b", "/a\0b"));
+        assert!(!canonical("/a%zz", "/a%zz"));
+        assert!(!canonical("/a%2", "/a%2"));
+        assert!(!canonical("/about", "/other"));
+        assert!(!canonical("/about", "/about/"));
+        assert!(!canonical("/about/", "/about"));
+    }
+}

@@ -1,0 +1,214 @@
+//! Which responses are safe to share with every anonymous visitor.
+
+/// What the header filter knows of a response when it decides to store it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ResponseFacts<'a> {
+    pub status: usize,
+    pub content_type: &'a [u8],
+    /// `Content-Encoding`, empty when absent.
+    pub content_encoding: &'a [u8],
+    pub has_set_cookie: bool,
+    /// Every `Cache-Control` value, joined by `,`.
+    pub cache_control: &'a [u8],
+}
+
+/// Why a response is passed through unstored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    Status,
+    SetCookie,
+    CacheControl,
+    ContentType,
+    ContentEncoding,
+}
+
+impl std::fmt::Display for NotStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotStored::Status => "status is not 200",
+            NotStored::SetCookie => "response sets a cookie",
+            NotStored::CacheControl => "Cache-Control forbids sharing",
+            NotStored::ContentType => "content type is not stored",
+            NotStored::ContentEncoding => "content encoding is not identity",
+        })
+    }
+}
+
+/// Decides whether a response may be written to the generated tree.
+/// `types` are the MIME types to store (matched without parameters,
+/// case-insensitively); `*` stores every type.
+pub fn storable(facts: &ResponseFacts<'_>, types: &[impl AsRef<[u8]>]) -> Result<(), NotStored> {
+    if facts.status != 200 {
+        return Err(NotStored::Status);
+    }
+    if facts.has_set_cookie {
+        return Err(NotStored::SetCookie);
+    }
+    if cache_control_forbids_sharing(facts.cache_control) {
+        return Err(NotStored::CacheControl);
+    }
+    if !type_listed(facts.content_type, types) {
+        return Err(NotStored::ContentType);
+    }
+    if !facts.content_encoding.is_empty()
+        && !facts.content_encoding.eq_ignore_ascii_case(b"identity")
+    {
+        return Err(NotStored::ContentEncoding);
+    }
+    Ok(())
+}
+
+/// True for `private`, `no-store` and `no-cache` directives, with or
+/// without arguments (`private="Set-Cookie"` still means private).
+pub fn cache_control_forbids_sharing(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|directive| {
+        let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+        let name = name.trim_ascii();
+        [&b"private"[..], b"no-store", b"no-cache"]
+            .iter()
+            .any(|forbidden| name.eq_ignore_ascii_case(forbidden))
+    })
+}
+
+/// The MIME type of a `Content-Type` value, without parameters.
+pub fn mime_type(content_type: &[u8]) -> &[u8] {
+    content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii()
+}
+
+fn type_listed(content_type: &[u8], types: &[impl AsRef<[u8]>]) -> bool {
+    let mime = mime_type(content_type);
+    types.iter().any(|t| {
+        let t = t.as_ref();
+        t == b"*" || (!mime.is_empty() && mime.eq_ignore_ascii_case(t))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HTML: &[&str] = &["text/html"];
+
+    fn page() -> ResponseFacts<'static> {
+        ResponseFacts {
+            status: 200,
+            content_type: b"text/html; charset=utf-8",
+            ..Default::default()
+        }
+    }
+
+    fn check(facts: ResponseFacts<'_>) -> Result<(), NotStored> {
+        storable(&facts, HTML)
+    }
+
+    #[test]
+    fn plain_page_is_stored() {
+        assert_eq!(check(page()), Ok(()));
+        assert_eq!(
+            check(ResponseFacts {
+                content_type: b"TEXT/HTML",
+                ..page()
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            check(ResponseFacts {
+                content_encoding: b"identity",
+                ..page()
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            check(ResponseFacts {
+                cache_control: b"public, max-age=60",
+                ..page()
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn only_200() {
+        for status in [201, 204, 206, 301, 302, 304, 404, 500] {
+            assert_eq!(
+                check(ResponseFacts { status, ..page() }),
+                Err(NotStored::Status)
+            );
+        }
+    }
+
+    #[test]
+    fn private_responses_are_not_stored() {
+        assert_eq!(
+            check(ResponseFacts {
+                has_set_cookie: true,
+                ..page()
+            }),
+            Err(NotStored::SetCookie)
+        );
+        for cc in [
+            &b"private"[..],
+            b"no-store",
+            b"No-Cache",
+            b"max-age=0, private",
+            b"private=\"Set-Cookie\"",
+            b"public,no-cache=\"x\"",
+        ] {
+            assert_eq!(
+                check(ResponseFacts {
+                    cache_control: cc,
+                    ..page()
+                }),
+                Err(NotStored::CacheControl),
+                "{}",
+                String::from_utf8_lossy(cc)
+            );
+        }
+        assert_eq!(
+            check(ResponseFacts {
+                cache_control: b"no-transform",
+                ..page()
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn types_and_encodings() {
+        assert_eq!(
+            check(ResponseFacts {
+                content_type: b"application/json",
+                ..page()
+            }),
+            Err(NotStored::ContentType)
+        );
+        assert_eq!(
+            check(ResponseFacts {
+                content_type: b"",
+                ..page()
+            }),
+            Err(NotStored::ContentType)
+        );
+        assert_eq!(
+            storable(
+                &ResponseFacts {
+                    content_type: b"",
+                    ..page()
+                },
+                &["*"]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(ResponseFacts {
+                content_encoding: b"gzip",
+                ..page()
+            }),
+            Err(NotStored::ContentEncoding)
+        );
+    }
+}

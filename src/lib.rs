@@ -1,0 +1,1 @@
+//! ngx_http_static_gen_module
