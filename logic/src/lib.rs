@@ -8,4 +8,6 @@ pub mod cookie;
 pub mod matcher;
 pub mod page;
 pub mod path;
+pub mod purge;
 pub mod rules;
+pub mod store;

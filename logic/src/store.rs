@@ -1,0 +1,325 @@
+//! Writing a page: into a temporary file under the root's reserved
+//! directory, renamed into place only once the whole body is there, so a
+//! reader never sees a partial page and a failed or abandoned write leaves
+//! nothing behind.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::path::RESERVED_DIR;
+
+/// Mode of generated pages, as `proxy_store_access user:rw group:r all:r`.
+pub const FILE_MODE: u32 = 0o644;
+/// Mode of the directories created for them.
+pub const DIR_MODE: u32 = 0o755;
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// A failed step of storing a page, with the path it concerned.
+#[derive(Debug)]
+pub enum StoreError {
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The body ended with another length than the response announced.
+    Incomplete { expected: u64, written: u64 },
+}
+
+impl StoreError {
+    fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
+        StoreError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The OS error number, for nginx's log line.
+    pub fn errno(&self) -> i32 {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
+            StoreError::Incomplete { .. } => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Io { op, path, .. } => write!(f, "{op} \"{}\" failed", path.display()),
+            StoreError::Incomplete { expected, written } => {
+                write!(f, "body has {written} bytes, {expected} announced")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The reserved directory under a root: temporary files and purged trees.
+pub fn reserved_dir(root: &Path) -> PathBuf {
+    root.join(RESERVED_DIR)
+}
+
+/// A page being written. Dropping it before [`PageWriter::commit`] removes
+/// the temporary file.
+#[derive(Debug)]
+pub struct PageWriter {
+    file: File,
+    temp: PathBuf,
+    body_written: u64,
+    expected_body: Option<u64>,
+    committed: bool,
+}
+
+impl PageWriter {
+    /// Opens a temporary file under `root` and writes the page header.
+    /// `expected_body` is the announced Content-Length, if any.
+    pub fn create(
+        root: &Path,
+        header: &[u8],
+        expected_body: Option<u64>,
+    ) -> Result<Self, StoreError> {
+        let temp_dir = reserved_dir(root).join("tmp");
+        let temp = temp_dir.join(unique_name());
+        let file = match open_new(&temp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dirs(&temp_dir)?;
+                open_new(&temp)
+            }
+            other => other,
+        }
+        .map_err(|e| StoreError::io("open", &temp, e))?;
+        let mut writer = PageWriter {
+            file,
+            temp,
+            body_written: 0,
+            expected_body,
+            committed: false,
+        };
+        writer
+            .file
+            .write_all(header)
+            .map_err(|e| StoreError::io("write", &writer.temp, e))?;
+        Ok(writer)
+    }
+
+    /// Appends body bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.check_room(data.len() as u64)?;
+        self.file
+            .write_all(data)
+            .map_err(|e| StoreError::io("write", &self.temp, e))?;
+        self.body_written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Appends `len` body bytes read from `src` at `offset` (a buffer that
+    /// nginx keeps in a temporary file rather than in memory).
+    pub fn copy_from(&mut self, src: &File, offset: u64, len: u64) -> Result<(), StoreError> {
+        self.check_room(len)?;
+        let mut chunk = vec![0u8; COPY_CHUNK.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let want = chunk.len().min((len - done) as usize);
+            let got = src
+                .read_at(&mut chunk[..want], offset + done)
+                .map_err(|e| StoreError::io("read buffer of", &self.temp, e))?;
+            if got == 0 {
+                let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+                return Err(StoreError::io("read buffer of", &self.temp, eof));
+            }
+            self.write(&chunk[..got])?;
+            done += got as u64;
+        }
+        Ok(())
+    }
+
+    pub fn body_written(&self) -> u64 {
+        self.body_written
+    }
+
+    /// Renames the complete page to `dest`, creating its directories.
+    pub fn commit(mut self, dest: &Path) -> Result<(), StoreError> {
+        if let Some(expected) = self.expected_body {
+            if expected != self.body_written {
+                return Err(StoreError::Incomplete {
+                    expected,
+                    written: self.body_written,
+                });
+            }
+        }
+        // the process umask must not make pages unreadable to other workers
+        self.file
+            .set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(|e| StoreError::io("chmod", &self.temp, e))?;
+        let renamed = match fs::rename(&self.temp, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dest.parent() {
+                    create_dirs(parent)?;
+                }
+                fs::rename(&self.temp, dest)
+            }
+            other => other,
+        };
+        renamed.map_err(|e| StoreError::io("rename to", dest, e))?;
+        self.committed = true;
+        Ok(())
+    }
+
+    fn check_room(&self, more: u64) -> Result<(), StoreError> {
+        match self.expected_body {
+            Some(expected) if self.body_written + more > expected => Err(StoreError::Incomplete {
+                expected,
+                written: self.body_written + more,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for PageWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+fn open_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+pub(crate) fn create_dirs(dir: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| StoreError::io("mkdir", dir, e))
+}
+
+/// A name no other writer in any process uses: pid, then a per-process
+/// sequence.
+pub(crate) fn unique_name() -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{}.{n}", std::process::id())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A scratch directory removed at drop.
+    pub struct Scratch(pub PathBuf);
+
+    impl Scratch {
+        pub fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("sg-logic-{name}-{}", unique_name()));
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_files(root: &Path) -> usize {
+        fs::read_dir(reserved_dir(root).join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn commit_creates_directories_and_page() {
+        let root = Scratch::new("commit");
+        let mut writer = PageWriter::create(&root.0, b"H\n", Some(5)).unwrap();
+        writer.write(b"he").unwrap();
+        writer.write(b"llo").unwrap();
+        let dest = root.0.join("a/b/index.html");
+        writer.commit(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"H\nhello");
+        assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o777, FILE_MODE);
+        assert_eq!(
+            fs::metadata(root.0.join("a/b")).unwrap().mode() & 0o777,
+            DIR_MODE
+        );
+        assert_eq!(temp_files(&root.0), 0);
+    }
+
+    #[test]
+    fn commit_replaces_an_older_page() {
+        let root = Scratch::new("replace");
+        let dest = root.0.join("about.html");
+        for body in [&b"old"[..], b"new"] {
+            let mut writer = PageWriter::create(&root.0, b"", None).unwrap();
+            writer.write(body).unwrap();
+            writer.commit(&dest).unwrap();
+        }
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let root = Scratch::new("drop");
+        let mut writer = PageWriter::create(&root.0, b"H\n", None).unwrap();
+        writer.write(b"partial").unwrap();
+        assert_eq!(temp_files(&root.0), 1);
+        drop(writer);
+        assert_eq!(temp_files(&root.0), 0);
+    }
+
+    #[test]
+    fn short_or_long_body_is_not_committed() {
+        let root = Scratch::new("short");
+        let dest = root.0.join("x.html");
+        let mut writer = PageWriter::create(&root.0, b"", Some(10)).unwrap();
+        writer.write(b"12345").unwrap();
+        assert!(matches!(
+            writer.commit(&dest),
+            Err(StoreError::Incomplete {
+                expected: 10,
+                written: 5
+            })
+        ));
+        let mut writer = PageWriter::create(&root.0, b"", Some(3)).unwrap();
+        assert!(writer.write(b"12345").is_err());
+        drop(writer);
+        assert!(!dest.exists());
+        assert_eq!(temp_files(&root.0), 0);
+    }
+
+    #[test]
+    fn copies_from_file_ranges() {
+        let root = Scratch::new("copy");
+        let src_path = root.0.join("src");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&src_path, &data).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let mut writer = PageWriter::create(&root.0, b"", None).unwrap();
+        writer.copy_from(&src, 10, 150_000).unwrap();
+        let dest = root.0.join("copy.html");
+        writer.commit(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), &data[10..150_010]);
+    }
+
+    #[test]
+    fn unwritable_root_reports_path_and_errno() {
+        let err = PageWriter::create(Path::new("/proc/static-gen-nope"), b"", None).unwrap_err();
+        assert!(err.to_string().contains("/proc/static-gen-nope"), "{err}");
+        assert_ne!(err.errno(), 0);
+    }
+}
