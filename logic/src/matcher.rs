@@ -11,6 +11,29 @@ pub struct UriFilter {
     exclude: Option<RegexSet>,
 }
 
+/// The patterns of one directive at one configuration level, compiled.
+#[derive(Clone, Debug, Default)]
+pub struct PatternList {
+    sources: Vec<String>,
+    set: Option<RegexSet>,
+}
+
+impl PatternList {
+    /// Adds a pattern; on error the list is unchanged.
+    pub fn add(&mut self, pattern: &str) -> Result<(), PatternError> {
+        check(pattern)?;
+        let mut sources = self.sources.clone();
+        sources.push(pattern.to_owned());
+        self.set = compile(&sources)?;
+        self.sources = sources;
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+}
+
 /// A pattern that does not compile.
 #[derive(Debug)]
 pub struct PatternError(regex::Error);
@@ -46,8 +69,11 @@ pub fn check(pattern: &str) -> Result<(), PatternError> {
 }
 
 impl UriFilter {
-    pub fn new(include: Option<RegexSet>, exclude: Option<RegexSet>) -> Self {
-        UriFilter { include, exclude }
+    pub fn new(include: &PatternList, exclude: &PatternList) -> Self {
+        UriFilter {
+            include: include.set.clone(),
+            exclude: exclude.set.clone(),
+        }
     }
 
     /// True when `uri` matches an include pattern (or there are none) and no
@@ -62,8 +88,25 @@ impl UriFilter {
 mod tests {
     use super::*;
 
+    fn list(patterns: &[&str]) -> PatternList {
+        let mut list = PatternList::default();
+        for p in patterns {
+            list.add(p).unwrap();
+        }
+        list
+    }
+
     fn filter(include: &[&str], exclude: &[&str]) -> UriFilter {
-        UriFilter::new(compile(include).unwrap(), compile(exclude).unwrap())
+        UriFilter::new(&list(include), &list(exclude))
+    }
+
+    #[test]
+    fn failed_add_leaves_list_unchanged() {
+        let mut patterns = list(&["^/a"]);
+        assert!(patterns.add("(").is_err());
+        let f = UriFilter::new(&patterns, &PatternList::default());
+        assert!(f.allows(b"/a"));
+        assert!(!f.allows(b"/b"));
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! Directives and their per-location configuration.
+
+use core::ffi::{c_char, c_void};
+use core::{mem, ptr};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nginx_sys::{
+    ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t, ngx_flag_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+};
+use ngx::core::NGX_CONF_OK;
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::ngx_string;
+use static_gen_logic::cookie::SessionCookies;
+use static_gen_logic::matcher::{PatternList, UriFilter};
+
+use crate::ext::ConfExt;
+use crate::purge;
+
+/// Configuration of one `http`, `server` or `location` level.
+#[derive(Debug)]
+pub(crate) struct StaticGenConf {
+    /// `static_gen on|off`, an `ngx_flag_t` set by nginx's own flag slot.
+    enable: ngx_flag_t,
+    /// `static_gen_root`, as configured (inherited).
+    root: Option<PathBuf>,
+    /// The tree this location reads and writes: `static_gen_root`, or the
+    /// location's `root`.
+    pub tree: Option<PathBuf>,
+    include: PatternList,
+    exclude: PatternList,
+    pub filter: UriFilter,
+    cookies: Option<SessionCookies>,
+    /// `static_gen_purge` in this location.
+    purge: bool,
+}
+
+impl Default for StaticGenConf {
+    fn default() -> Self {
+        StaticGenConf {
+            enable: NGX_CONF_UNSET as ngx_flag_t,
+            root: None,
+            tree: None,
+            include: PatternList::default(),
+            exclude: PatternList::default(),
+            filter: UriFilter::default(),
+            cookies: None,
+            purge: false,
+        }
+    }
+}
+
+impl StaticGenConf {
+    pub(crate) fn enabled(&self) -> bool {
+        self.enable == 1
+    }
+
+    pub(crate) fn cookies(&self) -> &SessionCookies {
+        static DEFAULT: std::sync::OnceLock<SessionCookies> = std::sync::OnceLock::new();
+        self.cookies
+            .as_ref()
+            .unwrap_or_else(|| DEFAULT.get_or_init(SessionCookies::default))
+    }
+
+    /// The root `static_gen_purge` empties.
+    pub(crate) fn purge_root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+}
+
+pub(crate) static mut COMMANDS: [ngx_command_t; 7] = [
+    ngx_command_t {
+        name: ngx_string!("static_gen"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: mem::offset_of!(StaticGenConf, enable),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("static_gen_root"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(set_root),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("static_gen_pattern"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(add_include),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("static_gen_exclude"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(add_exclude),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("static_gen_session_cookie"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(set_session_cookies),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("static_gen_purge"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_purge),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// Runs a directive handler on our configuration with safe references.
+unsafe fn with_conf(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    f: impl FnOnce(&mut ngx_conf_t, &mut StaticGenConf, &[ngx_str_t]) -> *mut c_char,
+) -> *mut c_char {
+    let cf = &mut *cf;
+    let conf = &mut *conf.cast::<StaticGenConf>();
+    let args = cf.args().to_vec();
+    f(cf, conf, &args)
+}
+
+fn utf8_arg<'a>(cf: &ngx_conf_t, arg: &'a ngx_str_t) -> Result<&'a str, *mut c_char> {
+    arg.to_str().map_err(|_| {
+        cf.emerg(format_args!(
+            "\"{}\": \"{}\" is not valid UTF-8",
+            cf.args()[0],
+            arg
+        ))
+    })
+}
+
+extern "C" fn set_root(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, args| {
+            if conf.root.is_some() {
+                return c"is duplicate".as_ptr().cast_mut();
+            }
+            let mut value = args[1];
+            if value.is_empty() || value.as_bytes().contains(&b'$') {
+                return cf.emerg(format_args!(
+                    "\"static_gen_root\": invalid path \"{value}\" (variables are not supported)"
+                ));
+            }
+            // relative to the prefix, as `root` is
+            if ngx_conf_full_name(cf.cycle, &mut value, 0) != 0 {
+                return ngx::core::NGX_CONF_ERROR;
+            }
+            conf.root = Some(path_from(value.as_bytes()));
+            NGX_CONF_OK
+        })
+    }
+}
+
+fn path_from(bytes: &[u8]) -> PathBuf {
+    let trimmed = match bytes {
+        [rest @ .., b'/'] if !rest.is_empty() => rest,
+        _ => bytes,
+    };
+    PathBuf::from(OsStr::from_bytes(trimmed))
+}
+
+extern "C" fn add_include(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, args| {
+            add_patterns(cf, &mut conf.include, args)
+        })
+    }
+}
+
+extern "C" fn add_exclude(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, args| {
+            add_patterns(cf, &mut conf.exclude, args)
+        })
+    }
+}
+
+fn add_patterns(cf: &ngx_conf_t, list: &mut PatternList, args: &[ngx_str_t]) -> *mut c_char {
+    for arg in &args[1..] {
+        let pattern = match utf8_arg(cf, arg) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        if let Err(err) = list.add(pattern) {
+            return cf.emerg(format_args!(
+                "\"{}\": invalid regular expression \"{pattern}\": {err}",
+                args[0]
+            ));
+        }
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_session_cookies(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, args| {
+            if conf.cookies.is_some() {
+                return c"is duplicate".as_ptr().cast_mut();
+            }
+            let names: Result<Vec<&str>, _> = args[1..].iter().map(|a| utf8_arg(cf, a)).collect();
+            let names = match names {
+                Ok(names) => names,
+                Err(e) => return e,
+            };
+            match SessionCookies::new(names) {
+                Ok(cookies) => {
+                    conf.cookies = Some(cookies);
+                    NGX_CONF_OK
+                }
+                Err(err) => cf.emerg(format_args!("\"static_gen_session_cookie\": {err}")),
+            }
+        })
+    }
+}
+
+extern "C" fn set_purge(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, _| {
+            if conf.purge {
+                return c"is duplicate".as_ptr().cast_mut();
+            }
+            conf.purge = true;
+            let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+                return ngx::core::NGX_CONF_ERROR;
+            };
+            clcf.handler = Some(purge::purge_handler);
+            NGX_CONF_OK
+        })
+    }
+}
+
+/// Merges a level with the one above it, then works out which tree the
+/// level uses, failing the configuration where none can be known.
+pub(crate) unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let cf = &mut *cf;
+    let prev = &*prev.cast::<StaticGenConf>();
+    let conf = &mut *conf.cast::<StaticGenConf>();
+    conf.inherit(prev);
+    match conf.resolve_tree(cf) {
+        Ok(()) => NGX_CONF_OK,
+        Err(message) => cf.emerg(format_args!("{message}")),
+    }
+}
+
+impl StaticGenConf {
+    fn inherit(&mut self, prev: &StaticGenConf) {
+        if self.enable == NGX_CONF_UNSET as ngx_flag_t {
+            self.enable = if prev.enable == NGX_CONF_UNSET as ngx_flag_t {
+                0
+            } else {
+                prev.enable
+            };
+        }
+        if self.root.is_none() {
+            self.root.clone_from(&prev.root);
+        }
+        if self.include.is_empty() {
+            self.include = prev.include.clone();
+        }
+        if self.exclude.is_empty() {
+            self.exclude = prev.exclude.clone();
+        }
+        if self.cookies.is_none() {
+            self.cookies.clone_from(&prev.cookies);
+        }
+        self.filter = UriFilter::new(&self.include, &self.exclude);
+    }
+
+    /// `static_gen_root`, else the location's `root` when it is a plain
+    /// path. `static_gen_purge` needs an explicit `static_gen_root`: it
+    /// deletes everything under it, and a document root holds more than
+    /// generated pages.
+    fn resolve_tree(&mut self, cf: &ngx_conf_t) -> Result<(), String> {
+        if self.purge && self.root.is_none() {
+            return Err("\"static_gen_purge\" requires \"static_gen_root\" \
+                        (the directory whose generated pages it deletes)"
+                .into());
+        }
+        self.tree = self.root.clone();
+        if self.tree.is_some() || !self.enabled() {
+            return Ok(());
+        }
+        let clcf = NgxHttpCoreModule::location_conf(cf).ok_or("no core location configuration")?;
+        if !clcf.root_lengths.is_null() || clcf.alias != 0 {
+            return Err(
+                "\"static_gen\" requires \"static_gen_root\" where \"root\" has \
+                        variables or \"alias\" is used"
+                    .into(),
+            );
+        }
+        self.tree = Some(path_from(clcf.root.as_bytes()));
+        Ok(())
+    }
+}

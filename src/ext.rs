@@ -1,0 +1,192 @@
+//! Extension traits over nginx structures, so that the handlers read as
+//! plain Rust and raw pointer access stays here.
+
+use core::ffi::c_char;
+use core::fmt;
+use core::marker::PhantomData;
+
+use nginx_sys::{
+    ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_list_part_t, ngx_list_t, ngx_str_t,
+    ngx_table_elt_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_LOG_EMERG,
+};
+use ngx::core::NGX_CONF_ERROR;
+use ngx::http::Request;
+
+/// Configuration parsing helpers.
+pub(crate) trait ConfExt {
+    /// The current directive's arguments, its name first.
+    fn args(&self) -> &[ngx_str_t];
+    /// Logs an `emerg` error in the context of the current directive and
+    /// returns the value that fails the configuration.
+    fn emerg(&self, args: fmt::Arguments) -> *mut c_char;
+}
+
+impl ConfExt for ngx_conf_t {
+    fn args(&self) -> &[ngx_str_t] {
+        // SAFETY: cf->args is an array of ngx_str_t while a directive is parsed.
+        unsafe { self.args.as_ref().map(|a| a.as_slice()).unwrap_or_default() }
+    }
+
+    fn emerg(&self, args: fmt::Arguments) -> *mut c_char {
+        let cf = core::ptr::from_ref(self).cast_mut();
+        ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", args);
+        NGX_CONF_ERROR
+    }
+}
+
+/// Request fields the module reads.
+pub(crate) trait RequestExt {
+    fn raw(&self) -> &ngx_http_request_t;
+    fn raw_mut(&mut self) -> &mut ngx_http_request_t;
+
+    /// nginx's decoded, normalised path.
+    fn uri(&self) -> &[u8] {
+        self.raw().uri.as_bytes()
+    }
+
+    /// The path as the client sent it, without the query string.
+    fn raw_path(&self) -> &[u8] {
+        let unparsed = self.raw().unparsed_uri.as_bytes();
+        let end = memchr_byte(b'?', unparsed).unwrap_or(unparsed.len());
+        &unparsed[..end]
+    }
+
+    fn has_query(&self) -> bool {
+        !self.raw().args.is_empty()
+            || memchr_byte(b'?', self.raw().unparsed_uri.as_bytes()).is_some()
+    }
+
+    fn is_get(&self) -> bool {
+        self.raw().method == NGX_HTTP_GET as usize
+    }
+
+    fn is_get_or_head(&self) -> bool {
+        self.raw().method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize != 0
+    }
+
+    fn method_name(&self) -> &[u8] {
+        self.raw().method_name.as_bytes()
+    }
+
+    /// Values of every `Cookie` request header (1.22 and 1.23+ keep them
+    /// differently, but both in the header list).
+    fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {
+        headers(&self.raw().headers_in.headers)
+            .filter(|h| h.key.as_bytes().eq_ignore_ascii_case(b"cookie"))
+            .map(|h| h.value.as_bytes())
+    }
+
+    /// Live response headers (entries cleared by other modules skipped).
+    fn headers_out(&self) -> impl Iterator<Item = &ngx_table_elt_t> {
+        headers(&self.raw().headers_out.headers).filter(|h| h.hash != 0)
+    }
+
+    /// True when the client connection has failed.
+    fn connection_error(&self) -> bool {
+        // SAFETY: a request always has its connection.
+        unsafe { (*self.raw().connection).error() != 0 }
+    }
+}
+
+impl RequestExt for Request {
+    fn raw(&self) -> &ngx_http_request_t {
+        self.as_ref()
+    }
+
+    fn raw_mut(&mut self) -> &mut ngx_http_request_t {
+        self.as_mut()
+    }
+}
+
+fn memchr_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Iterates the elements of an `ngx_list_t` of `ngx_table_elt_t`.
+pub(crate) fn headers(list: &ngx_list_t) -> HeaderIter<'_> {
+    HeaderIter {
+        part: &list.part,
+        index: 0,
+        _list: PhantomData,
+    }
+}
+
+pub(crate) struct HeaderIter<'a> {
+    part: *const ngx_list_part_t,
+    index: usize,
+    _list: PhantomData<&'a ngx_list_t>,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = &'a ngx_table_elt_t;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            // SAFETY: parts of a live list; `elts` holds `nelts` table elements.
+            let part = unsafe { self.part.as_ref()? };
+            if self.index < part.nelts {
+                let elts = part.elts.cast::<ngx_table_elt_t>();
+                let item = unsafe { &*elts.add(self.index) };
+                self.index += 1;
+                return Some(item);
+            }
+            self.part = part.next;
+            self.index = 0;
+        }
+    }
+}
+
+/// Iterates the buffers of an output chain.
+pub(crate) fn chain_bufs<'a>(chain: *mut ngx_chain_t) -> impl Iterator<Item = &'a ngx_buf_t> {
+    let mut link = chain;
+    core::iter::from_fn(move || {
+        // SAFETY: a chain handed to a body filter is a valid linked list of
+        // links with valid buffers, alive during the filter call.
+        let current = unsafe { link.as_ref()? };
+        link = current.next;
+        unsafe { current.buf.as_ref() }
+    })
+}
+
+/// What a buffer holds.
+pub(crate) enum BufData<'a> {
+    Memory(&'a [u8]),
+    /// `len` bytes at `offset` of the file open as `fd`.
+    File {
+        fd: i32,
+        offset: u64,
+        len: u64,
+    },
+    None,
+}
+
+pub(crate) trait BufExt {
+    fn data(&self) -> BufData<'_>;
+    fn is_last(&self) -> bool;
+}
+
+impl BufExt for ngx_buf_t {
+    fn data(&self) -> BufData<'_> {
+        let in_memory = self.temporary() != 0 || self.memory() != 0 || self.mmap() != 0;
+        if in_memory && !self.pos.is_null() && self.last > self.pos {
+            // SAFETY: pos..last of an in-memory buffer is initialised data.
+            let len = unsafe { self.last.offset_from(self.pos) } as usize;
+            return BufData::Memory(unsafe { core::slice::from_raw_parts(self.pos, len) });
+        }
+        if self.in_file() != 0 && !self.file.is_null() && self.file_last > self.file_pos {
+            // SAFETY: an in-file buffer points at an open ngx_file_t.
+            let fd = unsafe { (*self.file).fd };
+            let len = (self.file_last - self.file_pos) as u64;
+            return BufData::File {
+                fd,
+                offset: self.file_pos as u64,
+                len,
+            };
+        }
+        BufData::None
+    }
+
+    fn is_last(&self) -> bool {
+        self.last_buf() != 0
+    }
+}

@@ -1,0 +1,244 @@
+//! The HIT path: in the precontent phase, decide whether the request takes
+//! part, look for its page, and when there is one, replace the location's
+//! content handler with one that serves the page as nginx's static module
+//! serves a file.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nginx_sys::{
+    ngx_array_push, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_file_t, ngx_http_handler_pt,
+    ngx_http_output_filter, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE,
+    ngx_http_request_t, ngx_http_send_header, ngx_http_set_etag, ngx_int_t, ngx_str_t,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_LOG_ERR, NGX_LOG_INFO,
+};
+use ngx::core::Status;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use static_gen_logic::page::{decode_header, MAX_HEADER_LEN};
+use static_gen_logic::path::{check_canonical, page_file, PathError};
+use static_gen_logic::rules::mime_type;
+
+use crate::conf::StaticGenConf;
+use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
+use crate::ext::RequestExt;
+use crate::log::log_errno;
+use crate::StaticGenModule;
+
+/// Adds the lookup handler to the precontent phase.
+pub(crate) fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
+    let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
+    let handlers = &mut cmcf.phases[PRECONTENT_PHASE as usize].handlers;
+    // SAFETY: the phase array holds ngx_http_handler_pt elements.
+    let slot = unsafe {
+        ngx_array_push(handlers)
+            .cast::<ngx_http_handler_pt>()
+            .as_mut()
+    }
+    .ok_or(())?;
+    *slot = Some(lookup_handler);
+    Ok(())
+}
+
+extern "C" fn lookup_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let r = unsafe { Request::from_ngx_http_request(r) };
+    let Some(conf) = StaticGenModule::location_conf(r) else {
+        return Status::NGX_DECLINED.into();
+    };
+    if !conf.enabled() || !r.is_main() || ctx::get(r).is_some() {
+        return Status::NGX_DECLINED.into();
+    }
+    let request_ctx = lookup(r, conf);
+    let hit = request_ctx.status == LookupStatus::Hit;
+    if ctx::set(r, request_ctx).is_err() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    if hit {
+        r.raw_mut().content_handler = Some(serve_hit);
+    }
+    Status::NGX_DECLINED.into()
+}
+
+/// Classifies the request and, for an eligible one, opens its page.
+fn lookup(r: &Request, conf: &StaticGenConf) -> RequestCtx {
+    let Some(file) = eligible_page(r, conf) else {
+        return RequestCtx::new(LookupStatus::Bypass);
+    };
+    match open_page(&file) {
+        Ok(page) => RequestCtx {
+            hit: Some(page),
+            ..RequestCtx::new(LookupStatus::Hit)
+        },
+        Err(OpenError::Missing) => {
+            let root = conf.tree.clone().unwrap_or_default();
+            RequestCtx {
+                miss: Some(MissPage { root, file }),
+                ..RequestCtx::new(LookupStatus::Miss)
+            }
+        }
+        Err(OpenError::Foreign) => {
+            log_errno(
+                NGX_LOG_INFO,
+                r.log(),
+                0,
+                format_args!(
+                    "static_gen: \"{}\" is not a generated page, bypassing",
+                    file.display()
+                ),
+            );
+            RequestCtx::new(LookupStatus::Bypass)
+        }
+        Err(OpenError::Io(err)) => {
+            log_errno(
+                NGX_LOG_ERR,
+                r.log(),
+                err.raw_os_error().unwrap_or(0),
+                format_args!("static_gen: open \"{}\" failed", file.display()),
+            );
+            RequestCtx::new(LookupStatus::Bypass)
+        }
+    }
+}
+
+/// The page file of an eligible request, or `None` when it must bypass.
+fn eligible_page(r: &Request, conf: &StaticGenConf) -> Option<PathBuf> {
+    if !r.is_get_or_head() || r.has_query() {
+        return None;
+    }
+    let cookies = conf.cookies();
+    if r.cookie_headers().any(|value| cookies.present_in(value)) {
+        return None;
+    }
+    let uri = r.uri();
+    if !conf.filter.allows(uri) {
+        return None;
+    }
+    let relative = check_canonical(r.raw_path(), uri)
+        .and_then(|()| page_file(uri))
+        .map_err(|err: PathError| debug_bypass(r, err))
+        .ok()?;
+    Some(
+        conf.tree
+            .as_ref()?
+            .join(std::ffi::OsStr::from_bytes(&relative)),
+    )
+}
+
+fn debug_bypass(r: &Request, err: PathError) {
+    ngx::ngx_log_debug_http!(r, "static_gen: bypass: {}", err);
+}
+
+enum OpenError {
+    Missing,
+    Foreign,
+    Io(io::Error),
+}
+
+/// Opens a page and reads its header.
+fn open_page(path: &Path) -> Result<HitPage, OpenError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => {
+                OpenError::Missing
+            }
+            Some(libc::ELOOP) | Some(libc::EISDIR) => OpenError::Foreign,
+            _ => OpenError::Io(e),
+        })?;
+    let meta = file.metadata().map_err(OpenError::Io)?;
+    if !meta.is_file() {
+        return Err(OpenError::Foreign);
+    }
+    let mut start = [0u8; MAX_HEADER_LEN];
+    let want = start.len().min(meta.len() as usize);
+    let got = file.read_at(&mut start[..want], 0).map_err(OpenError::Io)?;
+    let header = decode_header(&start[..got]).map_err(|_| OpenError::Foreign)?;
+    Ok(HitPage {
+        content_type: header.content_type.to_vec(),
+        body_offset: header.body_offset as u64,
+        size: meta.len(),
+        mtime: meta.mtime(),
+        path: path.to_owned(),
+        file,
+    })
+}
+
+/// Content handler of a HIT: the page's header, then its body straight
+/// from the file (sendfile where nginx uses it).
+extern "C" fn serve_hit(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request.
+    let r = unsafe { Request::from_ngx_http_request(r) };
+    let rc = r.discard_request_body();
+    if rc != Status::NGX_OK {
+        return rc.into();
+    }
+    let Some(page) = ctx::get(r).and_then(|c| c.hit.as_ref()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    match send_page(r, page) {
+        Ok(rc) => rc,
+        Err(()) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    }
+}
+
+fn send_page(r: &mut Request, page: &HitPage) -> Result<ngx_int_t, ()> {
+    let pool = r.pool().as_ptr();
+    let body_len = page.size - page.body_offset;
+    // SAFETY: the pool lives as long as the request.
+    let content_type = unsafe { ngx_str_t::from_bytes(pool, &page.content_type) }.ok_or(())?;
+    {
+        let out = &mut r.raw_mut().headers_out;
+        out.status = NGX_HTTP_OK as usize;
+        out.content_length_n = body_len as i64;
+        out.last_modified_time = page.mtime;
+        out.content_type_len = mime_type(&page.content_type).len();
+        out.content_type = content_type;
+        out.content_type_lowcase = core::ptr::null_mut();
+    }
+    let raw: *mut ngx_http_request_t = r.into();
+    // SAFETY: `raw` is the live request.
+    unsafe {
+        if ngx_http_set_etag(raw) != Status::NGX_OK.0 {
+            return Err(());
+        }
+        (*raw).set_allow_ranges(1);
+        let rc = ngx_http_send_header(raw);
+        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*raw).header_only() != 0 {
+            return Ok(rc);
+        }
+        let chain = page_chain(r, page, body_len).ok_or(())?;
+        Ok(ngx_http_output_filter(raw, chain))
+    }
+}
+
+/// One buffer pointing at the body in the page file.
+fn page_chain(r: &Request, page: &HitPage, body_len: u64) -> Option<*mut ngx_chain_t> {
+    use std::os::fd::AsRawFd;
+    let pool = r.pool();
+    let buf = pool.calloc_type::<ngx_buf_t>();
+    let chain = pool.calloc_type::<ngx_chain_t>();
+    // SAFETY: zeroed pool allocations, filled in before use.
+    let (buf, chain) = unsafe { (buf.as_mut()?, chain.as_mut()?) };
+    if body_len > 0 {
+        let file = pool.calloc_type::<ngx_file_t>();
+        let file = unsafe { file.as_mut()? };
+        file.fd = page.file.as_raw_fd();
+        file.name =
+            unsafe { ngx_str_t::from_bytes(pool.as_ptr(), page.path.as_os_str().as_bytes())? };
+        file.log = r.log();
+        buf.file = file;
+        buf.file_pos = page.body_offset as i64;
+        buf.file_last = page.size as i64;
+        buf.set_in_file(1);
+    }
+    buf.set_last_buf(1);
+    buf.set_last_in_chain(1);
+    chain.buf = buf;
+    chain.next = core::ptr::null_mut();
+    Some(chain)
+}

@@ -1,0 +1,126 @@
+//! `static_gen_purge`: a content handler that empties the generated tree.
+//! The tree is moved aside (a few renames) before the reply, so no request
+//! after it is served an old page; the moved tree is deleted in the
+//! background.
+
+use nginx_sys::{
+    ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
+    ngx_int_t, NGX_HTTP_DELETE, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
+    NGX_HTTP_POST, NGX_LOG_ERR, NGX_LOG_NOTICE,
+};
+use ngx::core::Status;
+use ngx::http::{HttpModuleLocationConf, Request};
+use static_gen_logic::purge::{move_tree_away, remove_in_background};
+
+use crate::ext::RequestExt;
+use crate::log::log_errno;
+use crate::StaticGenModule;
+
+const ALLOWED: &str = "POST, PURGE, DELETE";
+
+pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request.
+    let r = unsafe { Request::from_ngx_http_request(r) };
+    let allowed = r.raw().method & (NGX_HTTP_POST | NGX_HTTP_DELETE) as usize != 0
+        || r.method_name() == b"PURGE";
+    let rc = r.discard_request_body();
+    if rc != Status::NGX_OK {
+        return rc.into();
+    }
+    if !allowed {
+        if r.add_header_out("Allow", ALLOWED).is_none() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        return send_json(
+            r,
+            NGX_HTTP_NOT_ALLOWED,
+            "{\"status\":\"error\",\"error\":\"method not allowed\"}",
+        );
+    }
+    let Some(root) = StaticGenModule::location_conf(r).and_then(|c| c.purge_root()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    match move_tree_away(root) {
+        Ok(purged) => {
+            log_errno(
+                NGX_LOG_NOTICE,
+                r.log(),
+                0,
+                format_args!(
+                    "static_gen: purged \"{}\" ({} entries)",
+                    root.display(),
+                    purged.moved
+                ),
+            );
+            let removal = match purged.trash {
+                Some(trash) => match remove_in_background(trash.clone()) {
+                    Ok(()) => "background",
+                    Err(err) => {
+                        log_errno(
+                            NGX_LOG_ERR,
+                            r.log(),
+                            err.raw_os_error().unwrap_or(0),
+                            format_args!(
+                                "static_gen: cannot start deleting \"{}\"",
+                                trash.display()
+                            ),
+                        );
+                        "pending"
+                    }
+                },
+                None => "none",
+            };
+            let body = format!(
+                "{{\"status\":\"ok\",\"scope\":\"all\",\"moved\":{},\"removal\":\"{removal}\"}}",
+                purged.moved
+            );
+            send_json(r, NGX_HTTP_OK, &body)
+        }
+        Err(err) => {
+            log_errno(
+                NGX_LOG_ERR,
+                r.log(),
+                err.errno(),
+                format_args!("static_gen: purge failed: {err}"),
+            );
+            send_json(
+                r,
+                NGX_HTTP_INTERNAL_SERVER_ERROR,
+                "{\"status\":\"error\",\"error\":\"purge failed\"}",
+            )
+        }
+    }
+}
+
+/// Sends a one-line JSON body with `status`.
+fn send_json(r: &mut Request, status: u32, body: &str) -> ngx_int_t {
+    let line = format!("{body}\n");
+    let pool = r.pool();
+    let Some(mut buffer) = pool.create_buffer_from_str(&line) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    {
+        let out = &mut r.raw_mut().headers_out;
+        out.status = status as usize;
+        out.content_length_n = line.len() as i64;
+        out.content_type = ngx::ngx_string!("application/json");
+        out.content_type_len = out.content_type.len;
+        out.content_type_lowcase = core::ptr::null_mut();
+    }
+    let raw: *mut ngx_http_request_t = r.into();
+    // SAFETY: `raw` is the live request; buffers come from its pool.
+    unsafe {
+        let rc = ngx_http_send_header(raw);
+        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*raw).header_only() != 0 {
+            return rc;
+        }
+        let buf: *mut ngx_buf_t = ngx::core::Buffer::as_ngx_buf_mut(&mut buffer);
+        (*buf).set_last_buf(1);
+        (*buf).set_last_in_chain(1);
+        let mut chain = ngx_chain_t {
+            buf,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(raw, &mut chain)
+    }
+}

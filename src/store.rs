@@ -1,0 +1,166 @@
+//! The MISS path: header and body filters that tee a storable response into
+//! a temporary file while it streams to the client, and install the page only
+//! when the whole body has passed and the client received it without error.
+//!
+//! The module is loaded dynamically, so its filters sit at the top of the
+//! chains: they see the response as the content handler produced it (before
+//! gzip, chunked encoding, ranges or 304 handling), and body buffers may live
+//! in the proxy's temporary files rather than in memory.
+
+use std::fs::File;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+
+use nginx_sys::{
+    ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
+    ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t,
+    NGX_LOG_ERR, NGX_LOG_INFO,
+};
+use ngx::core::Status;
+use ngx::http::Request;
+use static_gen_logic::page::encode_header;
+use static_gen_logic::rules::{storable, ResponseFacts};
+use static_gen_logic::store::{PageWriter, StoreError};
+
+use crate::ctx::{self, LookupStatus, MissPage};
+use crate::ext::{chain_bufs, BufData, BufExt, RequestExt};
+use crate::log::log_errno;
+
+/// Types stored until `static_gen_types` exists.
+const STORED_TYPES: &[&str] = &["text/html"];
+
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
+
+/// Puts the filters at the top of nginx's chains (postconfiguration).
+pub(crate) fn install_filters() {
+    // SAFETY: postconfiguration runs single-threaded, before any request.
+    unsafe {
+        NEXT_HEADER_FILTER = ngx_http_top_header_filter;
+        ngx_http_top_header_filter = Some(header_filter);
+        NEXT_BODY_FILTER = ngx_http_top_body_filter;
+        ngx_http_top_body_filter = Some(body_filter);
+    }
+}
+
+fn next_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: set in install_filters; nginx always has a header filter.
+    unsafe { NEXT_HEADER_FILTER.map_or(Status::NGX_ERROR.0, |next| next(r)) }
+}
+
+fn next_body(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
+    // SAFETY: as above.
+    unsafe { NEXT_BODY_FILTER.map_or(Status::NGX_ERROR.0, |next| next(r, chain)) }
+}
+
+extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: filters are called with a live request.
+    let r = unsafe { Request::from_ngx_http_request(raw) };
+    if let Some(ctx) = ctx::get(r) {
+        if ctx.status == LookupStatus::Miss && r.is_get() && r.is_main() {
+            if let Some(miss) = &ctx.miss {
+                ctx.writer = start_page(r, miss);
+            }
+        }
+    }
+    next_header(raw)
+}
+
+/// Opens the temporary file of a storable response, or says why not.
+fn start_page(r: &Request, miss: &MissPage) -> Option<PageWriter> {
+    let out = &r.raw().headers_out;
+    let mut cache_control = Vec::new();
+    let mut has_set_cookie = false;
+    let mut content_encoding: &[u8] = b"";
+    for header in r.headers_out() {
+        let key = header.key.as_bytes();
+        if key.eq_ignore_ascii_case(b"set-cookie") {
+            has_set_cookie = true;
+        } else if key.eq_ignore_ascii_case(b"cache-control") {
+            cache_control.extend_from_slice(header.value.as_bytes());
+            cache_control.push(b',');
+        } else if key.eq_ignore_ascii_case(b"content-encoding") {
+            content_encoding = header.value.as_bytes();
+        }
+    }
+    let facts = ResponseFacts {
+        status: out.status,
+        content_type: out.content_type.as_bytes(),
+        content_encoding,
+        has_set_cookie,
+        cache_control: &cache_control,
+    };
+    if let Err(reason) = storable(&facts, STORED_TYPES) {
+        ngx::ngx_log_debug_http!(r, "static_gen: not stored: {}", reason);
+        return None;
+    }
+    let header = encode_header(facts.content_type, r.uri()).ok()?;
+    let expected = u64::try_from(out.content_length_n).ok();
+    PageWriter::create(&miss.root, &header, expected)
+        .map_err(|err| log_store_error(r, &err))
+        .ok()
+}
+
+extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
+    // SAFETY: filters are called with a live request.
+    let r = unsafe { Request::from_ngx_http_request(raw) };
+    let mut last = false;
+    if let Some(ctx) = ctx::get(r) {
+        if let Some(writer) = ctx.writer.as_mut() {
+            match tee(writer, chain) {
+                Ok(saw_last) => last = saw_last,
+                Err(err) => {
+                    log_store_error(r, &err);
+                    ctx.writer = None;
+                }
+            }
+        }
+    }
+
+    let rc = next_body(raw, chain);
+
+    if let Some(ctx) = ctx::get(r) {
+        if ctx.writer.is_some() && (rc == Status::NGX_ERROR.0 || r.connection_error()) {
+            // the client did not get the page: do not keep it either
+            ctx.writer = None;
+        } else if last {
+            if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
+                if let Err(err) = writer.commit(&miss.file) {
+                    log_store_error(r, &err);
+                }
+            }
+        }
+    }
+    rc
+}
+
+/// Copies the chain's data into the page; true when it held the last buffer.
+fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, StoreError> {
+    let mut last = false;
+    for buf in chain_bufs(chain) {
+        match buf.data() {
+            BufData::Memory(bytes) => writer.write(bytes)?,
+            BufData::File { fd, offset, len } => {
+                // SAFETY: nginx owns the descriptor; ManuallyDrop keeps it open.
+                let file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+                writer.copy_from(&file, offset, len)?;
+            }
+            BufData::None => {}
+        }
+        last |= buf.is_last();
+    }
+    Ok(last)
+}
+
+fn log_store_error(r: &Request, err: &StoreError) {
+    let level = match err {
+        StoreError::Incomplete { .. } => NGX_LOG_INFO,
+        StoreError::Io { .. } => NGX_LOG_ERR,
+    };
+    log_errno(
+        level,
+        r.log(),
+        err.errno(),
+        format_args!("static_gen: page not stored: {err}"),
+    );
+}
