@@ -1,0 +1,111 @@
+//! Configuration errors are caught by `nginx -t`, naming the directive; a
+//! valid configuration passes.
+mod common;
+
+use common::*;
+
+fn server(location_body: &str) -> String {
+    format!("server {{ listen 127.0.0.1:{{{{port}}}}; location / {{ {location_body} }} }}")
+}
+
+/// `nginx -t` must fail and its output contain every one of `expected`.
+fn rejected(location_body: &str, expected: &[&str]) {
+    let (ok, output) = config_test(&server(location_body));
+    assert!(!ok, "accepted: {location_body}\n{output}");
+    for text in expected {
+        assert!(output.contains(text), "missing {text:?} in:\n{output}");
+    }
+}
+
+#[test]
+fn valid_configuration_passes() {
+    let (ok, output) = config_test(&format!(
+        "static_gen_session_cookie sessionid; {} server {{ listen 127.0.0.1:{{{{port2}}}}; \
+         location = /purge {{ static_gen_purge; static_gen_root {{{{tmp}}}}/gen; }} }}",
+        server(
+            "static_gen on; static_gen_root gen; static_gen_pattern ^/$ ^/(a|b); \
+             static_gen_exclude \\.xml$; static_gen_session_cookie wordpress_logged_in_* x; \
+             proxy_pass http://127.0.0.1:1;"
+        )
+    ));
+    assert!(ok, "{output}");
+}
+
+#[test]
+fn invalid_flag_value() {
+    rejected("static_gen maybe;", &["\"static_gen\"", "maybe"]);
+}
+
+#[test]
+fn invalid_regular_expressions() {
+    rejected(
+        "static_gen on; static_gen_pattern ^/(articles;",
+        &["static_gen_pattern", "^/(articles"],
+    );
+    rejected(
+        "static_gen on; static_gen_exclude [z-a];",
+        &["static_gen_exclude", "[z-a]"],
+    );
+    rejected(
+        "static_gen_pattern ^/ok (;",
+        &["static_gen_pattern", "\"(\""],
+    );
+}
+
+#[test]
+fn invalid_cookie_names() {
+    rejected(
+        "static_gen_session_cookie \"a b\";",
+        &["static_gen_session_cookie", "a b"],
+    );
+    rejected(
+        "static_gen_session_cookie *;",
+        &["static_gen_session_cookie"],
+    );
+}
+
+#[test]
+fn purge_needs_a_root() {
+    rejected(
+        "static_gen_purge;",
+        &["static_gen_purge", "static_gen_root"],
+    );
+}
+
+#[test]
+fn root_with_variables_or_alias() {
+    rejected(
+        "static_gen on; static_gen_root /srv/$host;",
+        &["static_gen_root", "variables"],
+    );
+    rejected(
+        "static_gen on; root /srv/$host;",
+        &["\"static_gen\"", "static_gen_root"],
+    );
+    rejected(
+        "static_gen on; alias /srv/x/;",
+        &["\"static_gen\"", "alias"],
+    );
+}
+
+#[test]
+fn duplicates_and_wrong_places() {
+    rejected(
+        "static_gen_root /a; static_gen_root /b;",
+        &["static_gen_root", "duplicate"],
+    );
+    rejected(
+        "static_gen on; static_gen on;",
+        &["static_gen", "duplicate"],
+    );
+    let (ok, output) = config_test("static_gen_purge; server { listen 127.0.0.1:{{port}}; }");
+    assert!(!ok);
+    assert!(
+        output.contains("\"static_gen_purge\" directive is not allowed here"),
+        "{output}"
+    );
+    rejected(
+        "static_gen on off;",
+        &["static_gen", "invalid number of arguments"],
+    );
+}
