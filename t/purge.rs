@@ -1,0 +1,166 @@
+//! `static_gen_purge`: allowed methods, the JSON reply, and no page generated
+//! before a purge served after it.
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+
+const CONF: &str = r#"
+    server {
+        listen 127.0.0.1:{{port}};
+        static_gen_root {{tmp}}/gen;
+        location / {
+            static_gen on;
+            add_header X-Static-Gen $static_gen_status always;
+            proxy_pass http://127.0.0.1:{{up}};
+        }
+        location = /_static_gen/purge {
+            static_gen_purge;
+        }
+    }
+"#;
+
+fn versioned_upstream() -> Upstream {
+    let n = Arc::new(AtomicUsize::new(0));
+    Upstream::start(move |req| {
+        Plan::html(&format!(
+            "{} v{}",
+            req.path,
+            n.fetch_add(1, Ordering::SeqCst)
+        ))
+    })
+}
+
+/// Generates the page for `uri` (MISS, waits for the file, then HIT).
+fn generate(nginx: &NginxHandle, uri: &str, file: &str) -> Response {
+    let miss = get(nginx.port(), uri);
+    assert_eq!(miss.sg_status(), "MISS", "{miss}");
+    assert!(wait_until(TIMEOUT, || nginx
+        .path(format!("gen/{file}"))
+        .exists()));
+    let hit = get(nginx.port(), uri);
+    assert_eq!(hit.sg_status(), "HIT", "{hit}");
+    hit
+}
+
+fn pages(nginx: &NginxHandle) -> Vec<std::path::PathBuf> {
+    list_files(&nginx.path("gen"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/.static_gen/"))
+        .collect()
+}
+
+#[test]
+fn purge_methods_reply_with_one_line_of_json() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    for verb in ["POST", "PURGE", "DELETE"] {
+        generate(&nginx, "/", "index.html");
+        generate(&nginx, "/articles/hello/", "articles/hello/index.html");
+        let r = method(nginx.port(), verb, "/_static_gen/purge");
+        assert_eq!(r.status, 200, "{verb}: {r}");
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+        let body = r.text();
+        assert_eq!(body.lines().count(), 1, "{body}");
+        assert!(
+            body.starts_with("{\"status\":\"ok\",\"scope\":\"all\",\"moved\":2,"),
+            "{body}"
+        );
+        assert!(pages(&nginx).is_empty(), "{verb}: {:?}", pages(&nginx));
+        assert_eq!(get(nginx.port(), "/").sg_status(), "MISS");
+        assert_eq!(get(nginx.port(), "/articles/hello/").sg_status(), "MISS");
+        assert!(wait_until(TIMEOUT, || nginx
+            .path("gen/articles/hello/index.html")
+            .exists()));
+        method(nginx.port(), verb, "/_static_gen/purge");
+    }
+}
+
+#[test]
+fn other_methods_get_405_with_allow() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    generate(&nginx, "/about", "about.html");
+    for verb in ["GET", "HEAD", "PUT", "OPTIONS"] {
+        let r = method(nginx.port(), verb, "/_static_gen/purge");
+        assert_eq!(r.status, 405, "{verb}: {r}");
+        assert_eq!(
+            r.header("Allow"),
+            Some("POST, PURGE, DELETE"),
+            "{verb}: {r}"
+        );
+    }
+    assert_eq!(
+        get(nginx.port(), "/about").sg_status(),
+        "HIT",
+        "nothing was purged"
+    );
+}
+
+#[test]
+fn no_page_from_before_the_purge_is_served_after_it() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).workers(2).start();
+    let uris = [
+        ("/", "index.html"),
+        ("/a/", "a/index.html"),
+        ("/a/b", "a/b.html"),
+        ("/c", "c.html"),
+    ];
+    let before: Vec<Response> = uris
+        .iter()
+        .map(|(uri, file)| generate(&nginx, uri, file))
+        .collect();
+    let purge = post(nginx.port(), "/_static_gen/purge", b"");
+    assert_eq!(purge.status, 200, "{purge}");
+    for ((uri, _), old) in uris.iter().zip(&before) {
+        let after = get(nginx.port(), uri);
+        assert_eq!(after.sg_status(), "MISS", "{uri}");
+        assert_ne!(after.body, old.body, "{uri} served from before the purge");
+    }
+}
+
+#[test]
+fn purged_tree_is_deleted_in_the_background() {
+    let up = versioned_upstream();
+    let setup = Nginx::new(CONF).var("up", up.port());
+    // a tree much bigger than a page or two
+    for d in 0..20 {
+        for f in 0..100 {
+            setup_page(setup.tmp(), &format!("gen/d{d}/p{f}.html"));
+        }
+    }
+    let nginx = setup.start();
+    let r = post(nginx.port(), "/_static_gen/purge", b"");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.text().contains("\"moved\":20"), "{r}");
+    assert!(r.text().contains("\"removal\":\"background\""), "{r}");
+    assert!(
+        wait_until(TIMEOUT, || list_files(&nginx.path("gen")).is_empty()),
+        "{:?}",
+        list_files(&nginx.path("gen")).len()
+    );
+    assert!(get(nginx.port(), "/d1/p1").sg_status() == "MISS");
+    nginx.assert_no_alerts();
+}
+
+fn setup_page(tmp: &std::path::Path, rel: &str) {
+    let path = tmp.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        path,
+        "static_gen 1\ncontent-type: text/html\nuri: /x\n\nold",
+    )
+    .unwrap();
+}
+
+#[test]
+fn purge_of_an_empty_or_missing_tree_is_fine() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    let r = post(nginx.port(), "/_static_gen/purge", b"");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.text().contains("\"moved\":0"), "{r}");
+}
