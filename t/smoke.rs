@@ -41,7 +41,9 @@ fn miss_then_hit() {
     assert_eq!(first.sg_status(), "MISS", "first response:\n{first}");
     assert_eq!(backend_hits(), 1);
     // the page is installed right after its last byte went to the client
-    assert!(wait_until(TIMEOUT, || nginx.path("gen/index.html").exists()));
+    assert!(wait_until(TIMEOUT, || nginx
+        .path("gen/index.html")
+        .exists()));
 
     let second = get(port, "/");
     assert_eq!(second.status, 200, "second response:\n{second}");
