@@ -71,60 +71,60 @@ impl StaticGenConf {
     }
 }
 
+type SetHandler =
+    unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+/// A directive on the location configuration.
+const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        post: ptr::null_mut(),
+    }
+}
+
 pub(crate) static mut COMMANDS: [ngx_command_t; 7] = [
-    ngx_command_t {
-        name: ngx_string!("static_gen"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG)
-            as ngx_uint_t,
-        set: Some(ngx_conf_set_flag_slot),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: mem::offset_of!(StaticGenConf, enable),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("static_gen_root"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
-            as ngx_uint_t,
-        set: Some(set_root),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("static_gen_pattern"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
-            as ngx_uint_t,
-        set: Some(add_include),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("static_gen_exclude"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
-            as ngx_uint_t,
-        set: Some(add_exclude),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("static_gen_session_cookie"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
-            as ngx_uint_t,
-        set: Some(set_session_cookies),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("static_gen_purge"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_purge),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    directive(
+        ngx_string!("static_gen"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        mem::offset_of!(StaticGenConf, enable),
+    ),
+    directive(
+        ngx_string!("static_gen_root"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_root,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_pattern"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        add_include,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_exclude"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        add_exclude,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_session_cookie"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_session_cookies,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_purge"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_purge,
+        0,
+    ),
     ngx_command_t::empty(),
 ];
 
