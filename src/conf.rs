@@ -4,16 +4,20 @@ use core::ffi::{c_char, c_void};
 use core::{mem, ptr};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t, ngx_flag_t, ngx_str_t,
-    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
+    ngx_conf_t, ngx_flag_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_http_set_predicate_slot, ngx_str_t, ngx_uint_t, off_t,
+    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123,
+    NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF,
 };
 use ngx::core::NGX_CONF_OK;
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::ngx_string;
+use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::matcher::{PatternList, UriFilter};
 
@@ -26,17 +30,42 @@ pub(crate) struct StaticGenConf {
     /// `static_gen on|off`, an `ngx_flag_t` set by nginx's own flag slot.
     enable: ngx_flag_t,
     /// `static_gen_root`, as configured (inherited).
-    root: Option<PathBuf>,
+    root: Option<Root>,
     /// The tree this location reads and writes: `static_gen_root`, or the
     /// location's `root`.
-    pub tree: Option<PathBuf>,
+    pub tree: Option<Root>,
     include: PatternList,
     exclude: PatternList,
     pub filter: UriFilter,
     cookies: Option<SessionCookies>,
+    /// `static_gen_types`, lowercase; `*` for any.
+    types: Option<Vec<String>>,
+    /// `static_gen_max_size`, an `off_t` set by nginx's off slot.
+    max_size: off_t,
+    /// `static_gen_access` as a file mode.
+    access: Option<u32>,
+    /// `static_gen_bypass` and `static_gen_no_store`: nginx predicate arrays
+    /// (of complex values), as `proxy_cache_bypass` and `proxy_no_cache`.
+    pub bypass: *mut ngx_array_t,
+    pub no_store: *mut ngx_array_t,
     /// `static_gen_purge` in this location.
     purge: bool,
 }
+
+/// A generated tree's directory: a plain path, or one with variables whose
+/// expansion must extend the text before the first variable.
+#[derive(Debug, Clone)]
+pub(crate) enum Root {
+    Static(PathBuf),
+    Variable {
+        value: *mut ngx_http_complex_value_t,
+        prefix: Vec<u8>,
+    },
+}
+
+const NGX_CONF_UNSET_PTR: *mut ngx_array_t = NGX_CONF_UNSET as usize as *mut ngx_array_t;
+const DEFAULT_MAX_SIZE: off_t = 8 * 1024 * 1024;
+const DEFAULT_TYPES: &[&str] = &["text/html"];
 
 impl Default for StaticGenConf {
     fn default() -> Self {
@@ -48,6 +77,11 @@ impl Default for StaticGenConf {
             exclude: PatternList::default(),
             filter: UriFilter::default(),
             cookies: None,
+            types: None,
+            max_size: NGX_CONF_UNSET as off_t,
+            access: None,
+            bypass: NGX_CONF_UNSET_PTR,
+            no_store: NGX_CONF_UNSET_PTR,
             purge: false,
         }
     }
@@ -66,8 +100,25 @@ impl StaticGenConf {
     }
 
     /// The root `static_gen_purge` empties.
-    pub(crate) fn purge_root(&self) -> Option<&Path> {
-        self.root.as_deref()
+    pub(crate) fn purge_root(&self) -> Option<&Root> {
+        self.root.as_ref()
+    }
+
+    /// MIME types to store.
+    pub(crate) fn types(&self) -> &[impl AsRef<[u8]>] {
+        match &self.types {
+            Some(types) => types.as_slice(),
+            None => &[],
+        }
+    }
+
+    /// `static_gen_max_size`; `None` when 0 (no limit).
+    pub(crate) fn max_size(&self) -> Option<u64> {
+        u64::try_from(self.max_size).ok().filter(|&max| max > 0)
+    }
+
+    pub(crate) fn file_mode(&self) -> u32 {
+        self.access.unwrap_or(DEFAULT_FILE_MODE)
     }
 }
 
@@ -88,7 +139,7 @@ const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) 
     }
 }
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 7] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 12] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -118,6 +169,36 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 7] = [
         ANY_LEVEL | NGX_CONF_1MORE,
         set_session_cookies,
         0,
+    ),
+    directive(
+        ngx_string!("static_gen_types"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_types,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_max_size"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_off_slot,
+        mem::offset_of!(StaticGenConf, max_size),
+    ),
+    directive(
+        ngx_string!("static_gen_access"),
+        ANY_LEVEL | NGX_CONF_TAKE123,
+        set_access,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_bypass"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        ngx_http_set_predicate_slot,
+        mem::offset_of!(StaticGenConf, bypass),
+    ),
+    directive(
+        ngx_string!("static_gen_no_store"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        ngx_http_set_predicate_slot,
+        mem::offset_of!(StaticGenConf, no_store),
     ),
     directive(
         ngx_string!("static_gen_purge"),
@@ -161,19 +242,45 @@ extern "C" fn set_root(
                 return c"is duplicate".as_ptr().cast_mut();
             }
             let mut value = args[1];
-            if value.is_empty() || value.as_bytes().contains(&b'$') {
-                return cf.emerg(format_args!(
-                    "\"static_gen_root\": invalid path \"{value}\" (variables are not supported)"
-                ));
+            if value.is_empty() {
+                return cf.emerg(format_args!("\"static_gen_root\": empty path"));
             }
             // relative to the prefix, as `root` is
             if ngx_conf_full_name(cf.cycle, &mut value, 0) != 0 {
                 return ngx::core::NGX_CONF_ERROR;
             }
-            conf.root = Some(path_from(value.as_bytes()));
-            NGX_CONF_OK
+            match compile_root(cf, value) {
+                Ok(root) => {
+                    conf.root = Some(root);
+                    NGX_CONF_OK
+                }
+                Err(()) => ngx::core::NGX_CONF_ERROR,
+            }
         })
     }
+}
+
+/// Compiles a root path; variables make it a complex value.
+unsafe fn compile_root(cf: &mut ngx_conf_t, mut value: ngx_str_t) -> Result<Root, ()> {
+    let Some(dollar) = value.as_bytes().iter().position(|&b| b == b'$') else {
+        return Ok(Root::Static(path_from(value.as_bytes())));
+    };
+    let prefix = value.as_bytes()[..dollar].to_vec();
+    let complex = ngx::core::Pool::from_ngx_pool(cf.pool).calloc_type::<ngx_http_complex_value_t>();
+    if complex.is_null() {
+        return Err(());
+    }
+    let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
+    ccv.cf = cf;
+    ccv.value = &mut value;
+    ccv.complex_value = complex;
+    if ngx_http_compile_complex_value(&mut ccv) != 0 {
+        return Err(());
+    }
+    Ok(Root::Variable {
+        value: complex,
+        prefix,
+    })
 }
 
 fn path_from(bytes: &[u8]) -> PathBuf {
@@ -250,6 +357,62 @@ extern "C" fn set_session_cookies(
     }
 }
 
+extern "C" fn set_types(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, args| {
+            if conf.types.is_some() {
+                return c"is duplicate".as_ptr().cast_mut();
+            }
+            let mut types = Vec::new();
+            for arg in &args[1..] {
+                match utf8_arg(cf, arg) {
+                    Ok(t) if t == "*" || (t.contains('/') && !t.contains(';')) => {
+                        types.push(t.to_ascii_lowercase())
+                    }
+                    Ok(t) => {
+                        return cf.emerg(format_args!(
+                            "\"static_gen_types\": invalid MIME type \"{t}\""
+                        ))
+                    }
+                    Err(e) => return e,
+                }
+            }
+            conf.types = Some(types);
+            NGX_CONF_OK
+        })
+    }
+}
+
+extern "C" fn set_access(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        with_conf(cf, conf, |cf, conf, args| {
+            if conf.access.is_some() {
+                return c"is duplicate".as_ptr().cast_mut();
+            }
+            let words: Result<Vec<&str>, _> = args[1..].iter().map(|a| utf8_arg(cf, a)).collect();
+            let words = match words {
+                Ok(words) => words,
+                Err(e) => return e,
+            };
+            match parse_access(&words) {
+                Ok(mode) => {
+                    conf.access = Some(mode);
+                    NGX_CONF_OK
+                }
+                Err(err) => cf.emerg(format_args!("\"static_gen_access\": {err}")),
+            }
+        })
+    }
+}
+
 extern "C" fn set_purge(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -308,6 +471,34 @@ impl StaticGenConf {
         if self.cookies.is_none() {
             self.cookies.clone_from(&prev.cookies);
         }
+        if self.types.is_none() {
+            self.types = Some(match &prev.types {
+                Some(types) => types.clone(),
+                None => DEFAULT_TYPES.iter().map(|t| t.to_string()).collect(),
+            });
+        }
+        if self.max_size == NGX_CONF_UNSET as off_t {
+            self.max_size = if prev.max_size == NGX_CONF_UNSET as off_t {
+                DEFAULT_MAX_SIZE
+            } else {
+                prev.max_size
+            };
+        }
+        if self.access.is_none() {
+            self.access = prev.access;
+        }
+        for (own, above) in [
+            (&mut self.bypass, prev.bypass),
+            (&mut self.no_store, prev.no_store),
+        ] {
+            if *own == NGX_CONF_UNSET_PTR {
+                *own = if above == NGX_CONF_UNSET_PTR {
+                    ptr::null_mut()
+                } else {
+                    above
+                };
+            }
+        }
         self.filter = UriFilter::new(&self.include, &self.exclude);
     }
 
@@ -333,7 +524,7 @@ impl StaticGenConf {
                     .into(),
             );
         }
-        self.tree = Some(path_from(clcf.root.as_bytes()));
+        self.tree = Some(Root::Static(path_from(clcf.root.as_bytes())));
         Ok(())
     }
 }

@@ -5,9 +5,11 @@
 use std::fs::File;
 use std::path::PathBuf;
 
+use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
 use static_gen_logic::store::PageWriter;
 
+use crate::conf::StaticGenConf;
 use crate::StaticGenModule;
 
 /// The outcome of the lookup, as `$static_gen_status` reports it.
@@ -41,10 +43,11 @@ pub(crate) struct HitPage {
     pub content_type: Vec<u8>,
 }
 
-/// Where a MISS would store its page.
+/// Where a MISS would store its page, and under which configuration.
 pub(crate) struct MissPage {
     pub root: PathBuf,
     pub file: PathBuf,
+    pub conf: &'static StaticGenConf,
 }
 
 pub(crate) struct RequestCtx {
@@ -52,6 +55,9 @@ pub(crate) struct RequestCtx {
     pub hit: Option<HitPage>,
     pub miss: Option<MissPage>,
     pub writer: Option<PageWriter>,
+    /// `Accept-Encoding` request headers set to `identity` for the
+    /// upstream, with their values to restore for the client's response.
+    pub upstream_identity: Vec<(*mut ngx_table_elt_t, ngx_str_t)>,
 }
 
 impl RequestCtx {
@@ -61,6 +67,16 @@ impl RequestCtx {
             hit: None,
             miss: None,
             writer: None,
+            upstream_identity: Vec::new(),
+        }
+    }
+
+    /// Gives the client's `Accept-Encoding` back (once the upstream request
+    /// is built), so nginx's gzip filter serves the client as asked.
+    pub(crate) fn restore_accept_encoding(&mut self) {
+        for (header, value) in self.upstream_identity.drain(..) {
+            // SAFETY: request headers live as long as the request.
+            unsafe { (*header).value = value };
         }
     }
 }

@@ -6,8 +6,9 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_list_part_t, ngx_list_t, ngx_str_t,
-    ngx_table_elt_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_LOG_EMERG,
+    ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_http_test_predicates,
+    ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_str_t, ngx_table_elt_t, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::Request;
@@ -76,6 +77,19 @@ pub(crate) trait RequestExt {
             .map(|h| h.value.as_bytes())
     }
 
+    /// Request headers, to modify.
+    fn headers_in_mut(&mut self) -> impl Iterator<Item = &mut ngx_table_elt_t> {
+        // SAFETY: the list belongs to this request, borrowed mutably here.
+        HeaderIter::new(&self.raw_mut().headers_in.headers).map(|h| unsafe { &mut *h })
+    }
+
+    /// False when one of `predicates` (`static_gen_bypass`,
+    /// `static_gen_no_store`) is a non-empty value other than "0".
+    fn predicates_pass(&mut self, predicates: *mut ngx_array_t) -> bool {
+        // SAFETY: a live request; NULL predicates pass.
+        unsafe { ngx_http_test_predicates(self.raw_mut(), predicates) == NGX_OK as ngx_int_t }
+    }
+
     /// Live response headers (entries cleared by other modules skipped).
     fn headers_out(&self) -> impl Iterator<Item = &ngx_table_elt_t> {
         headers(&self.raw().headers_out.headers).filter(|h| h.hash != 0)
@@ -103,30 +117,37 @@ fn memchr_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
 }
 
 /// Iterates the elements of an `ngx_list_t` of `ngx_table_elt_t`.
-pub(crate) fn headers(list: &ngx_list_t) -> HeaderIter<'_> {
-    HeaderIter {
-        part: &list.part,
-        index: 0,
-        _list: PhantomData,
-    }
+pub(crate) fn headers(list: &ngx_list_t) -> impl Iterator<Item = &ngx_table_elt_t> {
+    // SAFETY: elements of a live list, borrowed with it.
+    HeaderIter::new(list).map(|h| unsafe { &*h })
 }
 
-pub(crate) struct HeaderIter<'a> {
+/// Walks the parts of a header list, yielding element pointers.
+struct HeaderIter<'a> {
     part: *const ngx_list_part_t,
     index: usize,
     _list: PhantomData<&'a ngx_list_t>,
 }
 
-impl<'a> Iterator for HeaderIter<'a> {
-    type Item = &'a ngx_table_elt_t;
+impl HeaderIter<'_> {
+    fn new(list: &ngx_list_t) -> HeaderIter<'_> {
+        HeaderIter {
+            part: &list.part,
+            index: 0,
+            _list: PhantomData,
+        }
+    }
+}
+
+impl Iterator for HeaderIter<'_> {
+    type Item = *mut ngx_table_elt_t;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             // SAFETY: parts of a live list; `elts` holds `nelts` table elements.
             let part = unsafe { self.part.as_ref()? };
             if self.index < part.nelts {
-                let elts = part.elts.cast::<ngx_table_elt_t>();
-                let item = unsafe { &*elts.add(self.index) };
+                let item = unsafe { part.elts.cast::<ngx_table_elt_t>().add(self.index) };
                 self.index += 1;
                 return Some(item);
             }

@@ -3,6 +3,7 @@
 //! content handler with one that serves the page as nginx's static module
 //! serves a file.
 
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -13,15 +14,15 @@ use nginx_sys::{
     ngx_array_push, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_file_t, ngx_http_handler_pt,
     ngx_http_output_filter, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE,
     ngx_http_request_t, ngx_http_send_header, ngx_http_set_etag, ngx_int_t, ngx_str_t,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use static_gen_logic::page::{decode_header, MAX_HEADER_LEN};
-use static_gen_logic::path::{check_canonical, page_file, PathError};
+use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
 use static_gen_logic::rules::mime_type;
 
-use crate::conf::StaticGenConf;
+use crate::conf::{Root, StaticGenConf};
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::RequestExt;
 use crate::log::log_errno;
@@ -63,8 +64,8 @@ extern "C" fn lookup_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Classifies the request and, for an eligible one, opens its page.
-fn lookup(r: &Request, conf: &StaticGenConf) -> RequestCtx {
-    let Some(file) = eligible_page(r, conf) else {
+fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
+    let Some((root, file)) = eligible_page(r, conf) else {
         return RequestCtx::new(LookupStatus::Bypass);
     };
     match open_page(&file) {
@@ -73,9 +74,14 @@ fn lookup(r: &Request, conf: &StaticGenConf) -> RequestCtx {
             ..RequestCtx::new(LookupStatus::Hit)
         },
         Err(OpenError::Missing) => {
-            let root = conf.tree.clone().unwrap_or_default();
+            let upstream_identity = if r.is_get() {
+                ask_identity(r)
+            } else {
+                Vec::new()
+            };
             RequestCtx {
-                miss: Some(MissPage { root, file }),
+                miss: Some(MissPage { root, file, conf }),
+                upstream_identity,
                 ..RequestCtx::new(LookupStatus::Miss)
             }
         }
@@ -103,8 +109,9 @@ fn lookup(r: &Request, conf: &StaticGenConf) -> RequestCtx {
     }
 }
 
-/// The page file of an eligible request, or `None` when it must bypass.
-fn eligible_page(r: &Request, conf: &StaticGenConf) -> Option<PathBuf> {
+/// The root and page file of an eligible request, or `None` when it must
+/// bypass.
+fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, PathBuf)> {
     if !r.is_get_or_head() || r.has_query() {
         return None;
     }
@@ -120,11 +127,57 @@ fn eligible_page(r: &Request, conf: &StaticGenConf) -> Option<PathBuf> {
         .and_then(|()| page_file(uri))
         .map_err(|err: PathError| debug_bypass(r, err))
         .ok()?;
-    Some(
-        conf.tree
-            .as_ref()?
-            .join(std::ffi::OsStr::from_bytes(&relative)),
-    )
+    if !r.predicates_pass(conf.bypass) {
+        return None;
+    }
+    let root = expand_root(r, conf.tree.as_ref()?)?;
+    let file = root.join(OsStr::from_bytes(&relative));
+    Some((root, file))
+}
+
+/// The directory of a tree for this request; a root with variables whose
+/// expansion leaves its intended tree is logged and refused.
+pub(crate) fn expand_root(r: &Request, root: &Root) -> Option<PathBuf> {
+    let (value, prefix) = match root {
+        Root::Static(path) => return Some(path.clone()),
+        // SAFETY: compiled at configuration time, alive with the cycle.
+        Root::Variable { value, prefix } => (unsafe { &**value }, prefix),
+    };
+    let expanded = r.get_complex_value(value)?.as_bytes();
+    match check_expanded_root(expanded, prefix) {
+        Ok(()) => Some(PathBuf::from(OsStr::from_bytes(expanded))),
+        Err(err) => {
+            log_errno(
+                NGX_LOG_INFO,
+                r.log(),
+                0,
+                format_args!(
+                    "static_gen: root \"{}\" refused: {err}",
+                    String::from_utf8_lossy(expanded)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Makes the upstream answer a MISS uncompressed, so the page is stored as
+/// identity (nginx's gzip filter still compresses it for the client): every
+/// `Accept-Encoding` request header is set to `identity` until the response
+/// header arrives. Returns what to restore.
+fn ask_identity(r: &mut Request) -> Vec<(*mut ngx_table_elt_t, ngx_str_t)> {
+    let mut saved = Vec::new();
+    for header in r.headers_in_mut() {
+        if header
+            .key
+            .as_bytes()
+            .eq_ignore_ascii_case(b"accept-encoding")
+        {
+            saved.push((core::ptr::from_mut(header), header.value));
+            header.value = ngx::ngx_string!("identity");
+        }
+    }
+    saved
 }
 
 fn debug_bypass(r: &Request, err: PathError) {

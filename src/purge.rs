@@ -5,8 +5,8 @@
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
-    ngx_int_t, NGX_HTTP_DELETE, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
-    NGX_HTTP_POST, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
@@ -14,6 +14,7 @@ use static_gen_logic::purge::{move_tree_away, remove_in_background};
 
 use crate::ext::RequestExt;
 use crate::log::log_errno;
+use crate::lookup::expand_root;
 use crate::StaticGenModule;
 
 const ALLOWED: &str = "POST, PURGE, DELETE";
@@ -40,6 +41,14 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     let Some(root) = StaticGenModule::location_conf(r).and_then(|c| c.purge_root()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    let Some(root) = expand_root(r, root) else {
+        return send_json(
+            r,
+            NGX_HTTP_BAD_REQUEST,
+            "{\"status\":\"error\",\"error\":\"invalid root\"}",
+        );
+    };
+    let root = root.as_path();
     match move_tree_away(root) {
         Ok(purged) => {
             log_errno(

@@ -7,9 +7,11 @@
 //! gzip, chunked encoding, ranges or 304 handling), and body buffers may live
 //! in the proxy's temporary files rather than in memory.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
+use std::time::Instant;
 
 use nginx_sys::{
     ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
@@ -20,14 +22,12 @@ use ngx::core::Status;
 use ngx::http::Request;
 use static_gen_logic::page::encode_header;
 use static_gen_logic::rules::{storable, ResponseFacts};
-use static_gen_logic::store::{PageWriter, StoreError};
+use static_gen_logic::store::{PageLimits, PageWriter, StoreError};
+use static_gen_logic::throttle::ErrorThrottle;
 
 use crate::ctx::{self, LookupStatus, MissPage};
 use crate::ext::{chain_bufs, BufData, BufExt, RequestExt};
 use crate::log::log_errno;
-
-/// Types stored until `static_gen_types` exists.
-const STORED_TYPES: &[&str] = &["text/html"];
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
@@ -57,6 +57,7 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: filters are called with a live request.
     let r = unsafe { Request::from_ngx_http_request(raw) };
     if let Some(ctx) = ctx::get(r) {
+        ctx.restore_accept_encoding();
         if ctx.status == LookupStatus::Miss && r.is_get() && r.is_main() {
             if let Some(miss) = &ctx.miss {
                 ctx.writer = start_page(r, miss);
@@ -67,36 +68,49 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Opens the temporary file of a storable response, or says why not.
-fn start_page(r: &Request, miss: &MissPage) -> Option<PageWriter> {
-    let out = &r.raw().headers_out;
+fn start_page(r: &mut Request, miss: &MissPage) -> Option<PageWriter> {
+    if !r.predicates_pass(miss.conf.no_store) {
+        return None;
+    }
     let mut cache_control = Vec::new();
+    let mut vary = Vec::new();
     let mut has_set_cookie = false;
     let mut content_encoding: &[u8] = b"";
     for header in r.headers_out() {
         let key = header.key.as_bytes();
+        let value = header.value.as_bytes();
         if key.eq_ignore_ascii_case(b"set-cookie") {
             has_set_cookie = true;
         } else if key.eq_ignore_ascii_case(b"cache-control") {
-            cache_control.extend_from_slice(header.value.as_bytes());
+            cache_control.extend_from_slice(value);
             cache_control.push(b',');
+        } else if key.eq_ignore_ascii_case(b"vary") {
+            vary.extend_from_slice(value);
+            vary.push(b',');
         } else if key.eq_ignore_ascii_case(b"content-encoding") {
-            content_encoding = header.value.as_bytes();
+            content_encoding = value;
         }
     }
+    let out = &r.raw().headers_out;
     let facts = ResponseFacts {
         status: out.status,
         content_type: out.content_type.as_bytes(),
         content_encoding,
         has_set_cookie,
         cache_control: &cache_control,
+        vary: &vary,
     };
-    if let Err(reason) = storable(&facts, STORED_TYPES) {
+    if let Err(reason) = storable(&facts, miss.conf.types()) {
         ngx::ngx_log_debug_http!(r, "static_gen: not stored: {}", reason);
         return None;
     }
     let header = encode_header(facts.content_type, r.uri()).ok()?;
-    let expected = u64::try_from(out.content_length_n).ok();
-    PageWriter::create(&miss.root, &header, expected)
+    let limits = PageLimits {
+        expected: u64::try_from(out.content_length_n).ok(),
+        max: miss.conf.max_size(),
+        mode: miss.conf.file_mode(),
+    };
+    PageWriter::create(&miss.root, &header, limits)
         .map_err(|err| log_store_error(r, &err))
         .ok()
 }
@@ -152,11 +166,17 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, StoreEr
     Ok(last)
 }
 
+/// Logs a failed store: an I/O failure at `error` once per cause and
+/// minute, then at `info`; a response that was not what it announced at
+/// `info`.
 fn log_store_error(r: &Request, err: &StoreError) {
-    let level = match err {
-        StoreError::Incomplete { .. } => NGX_LOG_INFO,
-        StoreError::Io { .. } => NGX_LOG_ERR,
-    };
+    thread_local! {
+        static THROTTLE: RefCell<ErrorThrottle> = RefCell::new(ErrorThrottle::default());
+    }
+    let loud = err
+        .io_op()
+        .is_some_and(|op| THROTTLE.with(|t| t.borrow_mut().loud(op, err.errno(), Instant::now())));
+    let level = if loud { NGX_LOG_ERR } else { NGX_LOG_INFO };
     log_errno(
         level,
         r.log(),

@@ -74,9 +74,11 @@ fn purge_needs_a_root() {
 
 #[test]
 fn root_with_variables_or_alias() {
+    let (ok, output) = config_test(&server("static_gen on; static_gen_root /srv/$host;"));
+    assert!(ok, "variables are allowed in static_gen_root: {output}");
     rejected(
-        "static_gen on; static_gen_root /srv/$host;",
-        &["static_gen_root", "variables"],
+        "static_gen on; static_gen_root /srv/$no_such_var;",
+        &["no_such_var"],
     );
     rejected(
         "static_gen on; root /srv/$host;",
@@ -85,6 +87,37 @@ fn root_with_variables_or_alias() {
     rejected(
         "static_gen on; alias /srv/x/;",
         &["\"static_gen\"", "alias"],
+    );
+}
+
+#[test]
+fn storage_directives() {
+    let (ok, output) = config_test(&server(
+        "static_gen on; static_gen_root /tmp/x; static_gen_types text/html application/json; \
+         static_gen_max_size 1m; static_gen_access user:rw group:r; \
+         static_gen_bypass $http_x_preview $arg_nocache; static_gen_no_store $cookie_csrftoken;",
+    ));
+    assert!(ok, "{output}");
+    rejected(
+        "static_gen_types \"text/html;charset=utf-8\";",
+        &["static_gen_types"],
+    );
+    rejected("static_gen_types html;", &["static_gen_types", "\"html\""]);
+    rejected(
+        "static_gen_max_size lots;",
+        &["static_gen_max_size", "invalid value"],
+    );
+    rejected(
+        "static_gen_access user:rwx;",
+        &["static_gen_access", "user:rwx"],
+    );
+    rejected(
+        "static_gen_access all:r user:rw group:r other:r;",
+        &["static_gen_access", "invalid number of arguments"],
+    );
+    rejected(
+        "static_gen_bypass;",
+        &["static_gen_bypass", "invalid number of arguments"],
     );
 }
 

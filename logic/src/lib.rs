@@ -4,6 +4,7 @@
 //! `cargo test` (a test binary that referenced nginx symbols could not link).
 //! The module's FFI layer turns nginx structures into these types.
 
+pub mod access;
 pub mod cookie;
 pub mod matcher;
 pub mod page;
@@ -11,3 +12,4 @@ pub mod path;
 pub mod purge;
 pub mod rules;
 pub mod store;
+pub mod throttle;

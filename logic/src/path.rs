@@ -180,6 +180,33 @@ fn check_segment(segment: &[u8]) -> Result<(), PathError> {
     }
 }
 
+/// Checks a `static_gen_root` with variables once expanded: it must extend
+/// `static_prefix` (the configured text before the first variable) with
+/// plain directory names, so that no variable value (a hostile `Host`
+/// header, say) can lead outside the intended tree.
+pub fn check_expanded_root(expanded: &[u8], static_prefix: &[u8]) -> Result<(), PathError> {
+    let rest = expanded
+        .strip_prefix(static_prefix)
+        .ok_or(PathError::NotCanonical)?;
+    if expanded.len() > MAX_URI_LEN {
+        return Err(PathError::TooLong);
+    }
+    if expanded.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(PathError::BadByte);
+    }
+    // the component the prefix ends in continues into the expansion
+    let start = static_prefix
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |slash| slash + 1);
+    let tail = &expanded[start..];
+    if rest.is_empty() {
+        return Err(PathError::DotOrEmptySegment);
+    }
+    let tail = tail.strip_suffix(b"/").unwrap_or(tail);
+    tail.split(|&b| b == b'/').try_for_each(check_segment)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +303,57 @@ mod tests {
     #[test]
     fn utf8_paths_map_verbatim() {
         assert_eq!(file("/café/").unwrap(), "café/index.html");
+    }
+
+    #[test]
+    fn expanded_roots() {
+        let ok = |e: &str, p: &str| check_expanded_root(e.as_bytes(), p.as_bytes());
+        assert_eq!(
+            ok("/var/cache/site/example.com", "/var/cache/site/"),
+            Ok(())
+        );
+        assert_eq!(
+            ok("/var/cache/site/example.com/", "/var/cache/site/"),
+            Ok(())
+        );
+        assert_eq!(
+            ok("/var/cache/site-example.com", "/var/cache/site-"),
+            Ok(())
+        );
+        assert_eq!(ok("/var/cache/a/b", "/var/cache/"), Ok(()));
+        assert_eq!(
+            ok("/var/cache/site/..", "/var/cache/site/"),
+            Err(PathError::DotOrEmptySegment)
+        );
+        assert_eq!(
+            ok("/var/cache/site/a/../../x", "/var/cache/site/"),
+            Err(PathError::DotOrEmptySegment)
+        );
+        assert_eq!(
+            ok("/var/cache/site/", "/var/cache/site/"),
+            Err(PathError::DotOrEmptySegment)
+        );
+        assert_eq!(
+            ok("/var/cache/site//x", "/var/cache/site/"),
+            Err(PathError::DotOrEmptySegment)
+        );
+        assert_eq!(ok("/var/cache/site-..", "/var/cache/site-"), Ok(()));
+        assert_eq!(
+            ok("/var/cache/..", "/var/cache/"),
+            Err(PathError::DotOrEmptySegment)
+        );
+        assert_eq!(
+            ok("/var/cache/site/a\0b", "/var/cache/site/"),
+            Err(PathError::BadByte)
+        );
+        assert_eq!(
+            ok("/var/cache/site/a\nb", "/var/cache/site/"),
+            Err(PathError::BadByte)
+        );
+        assert_eq!(
+            ok("/etc/passwd", "/var/cache/site/"),
+            Err(PathError::NotCanonical)
+        );
     }
 
     fn canonical(raw: &str, uri: &str) -> bool {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::path::RESERVED_DIR;
 use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
 
+const TRASH_MODE: u32 = 0o700;
+
 /// What a purge did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Purged {
@@ -50,7 +52,7 @@ pub fn move_tree_away(root: &Path) -> Result<Purged, StoreError> {
             continue;
         }
         if moved == 0 {
-            create_dirs(&trash)?;
+            create_dirs(&trash, TRASH_MODE)?;
         }
         let from = entry.path();
         match fs::rename(&from, trash.join(entry.file_name())) {

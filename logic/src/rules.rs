@@ -10,6 +10,8 @@ pub struct ResponseFacts<'a> {
     pub has_set_cookie: bool,
     /// Every `Cache-Control` value, joined by `,`.
     pub cache_control: &'a [u8],
+    /// Every `Vary` value, joined by `,`.
+    pub vary: &'a [u8],
 }
 
 /// Why a response is passed through unstored.
@@ -20,6 +22,7 @@ pub enum NotStored {
     CacheControl,
     ContentType,
     ContentEncoding,
+    Vary,
 }
 
 impl std::fmt::Display for NotStored {
@@ -30,6 +33,7 @@ impl std::fmt::Display for NotStored {
             NotStored::CacheControl => "Cache-Control forbids sharing",
             NotStored::ContentType => "content type is not stored",
             NotStored::ContentEncoding => "content encoding is not identity",
+            NotStored::Vary => "response varies on more than Accept-Encoding and Cookie",
         })
     }
 }
@@ -55,7 +59,24 @@ pub fn storable(facts: &ResponseFacts<'_>, types: &[impl AsRef<[u8]>]) -> Result
     {
         return Err(NotStored::ContentEncoding);
     }
+    if !vary_is_shareable(facts.vary) {
+        return Err(NotStored::Vary);
+    }
     Ok(())
+}
+
+/// True when a `Vary` value names nothing but `Accept-Encoding` (the page
+/// is stored as identity and nginx compresses it per client) and `Cookie`
+/// (the module already keeps logged-in visitors out).
+pub fn vary_is_shareable(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .all(|field| {
+            field.is_empty()
+                || field.eq_ignore_ascii_case(b"accept-encoding")
+                || field.eq_ignore_ascii_case(b"cookie")
+        })
 }
 
 /// True for `private`, `no-store` and `no-cache` directives, with or
@@ -103,6 +124,16 @@ mod tests {
 
     fn check(facts: ResponseFacts<'_>) -> Result<(), NotStored> {
         storable(&facts, HTML)
+    }
+
+    #[test]
+    fn listed_types_only() {
+        let json = ResponseFacts {
+            content_type: b"application/json; charset=utf-8",
+            ..page()
+        };
+        assert_eq!(storable(&json, &["text/html", "application/json"]), Ok(()));
+        assert_eq!(storable(&json, &["text/html"]), Err(NotStored::ContentType));
     }
 
     #[test]
@@ -175,6 +206,36 @@ mod tests {
             }),
             Ok(())
         );
+    }
+
+    #[test]
+    fn vary() {
+        for ok in [
+            &b""[..],
+            b"Accept-Encoding",
+            b"Cookie, accept-encoding",
+            b"Accept-Encoding,",
+        ] {
+            assert_eq!(
+                check(ResponseFacts { vary: ok, ..page() }),
+                Ok(()),
+                "{ok:?}"
+            );
+        }
+        for bad in [
+            &b"*"[..],
+            b"Accept-Language",
+            b"Accept-Encoding, User-Agent",
+        ] {
+            assert_eq!(
+                check(ResponseFacts {
+                    vary: bad,
+                    ..page()
+                }),
+                Err(NotStored::Vary),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

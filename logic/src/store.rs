@@ -9,13 +9,31 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::access::{dir_mode, DEFAULT_FILE_MODE};
 use crate::path::RESERVED_DIR;
 
-/// Mode of generated pages, as `proxy_store_access user:rw group:r all:r`.
-pub const FILE_MODE: u32 = 0o644;
-/// Mode of the directories created for them.
-pub const DIR_MODE: u32 = 0o755;
 const COPY_CHUNK: usize = 64 * 1024;
+
+/// What a page may be, and how it is written.
+#[derive(Debug, Clone, Copy)]
+pub struct PageLimits {
+    /// The announced body length (`Content-Length`), if any.
+    pub expected: Option<u64>,
+    /// `static_gen_max_size`: a longer body is not stored.
+    pub max: Option<u64>,
+    /// `static_gen_access`.
+    pub mode: u32,
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        PageLimits {
+            expected: None,
+            max: None,
+            mode: DEFAULT_FILE_MODE,
+        }
+    }
+}
 
 /// A failed step of storing a page, with the path it concerned.
 #[derive(Debug)]
@@ -27,6 +45,8 @@ pub enum StoreError {
     },
     /// The body ended with another length than the response announced.
     Incomplete { expected: u64, written: u64 },
+    /// The body is longer than `static_gen_max_size`.
+    TooLarge { max: u64 },
 }
 
 impl StoreError {
@@ -42,7 +62,15 @@ impl StoreError {
     pub fn errno(&self) -> i32 {
         match self {
             StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
-            StoreError::Incomplete { .. } => 0,
+            _ => 0,
+        }
+    }
+
+    /// The failed operation, or `None` when the response itself was at fault.
+    pub fn io_op(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Io { op, .. } => Some(op),
+            _ => None,
         }
     }
 }
@@ -54,6 +82,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Incomplete { expected, written } => {
                 write!(f, "body has {written} bytes, {expected} announced")
             }
+            StoreError::TooLarge { max } => write!(f, "body is larger than {max} bytes"),
         }
     }
 }
@@ -72,24 +101,24 @@ pub struct PageWriter {
     file: File,
     temp: PathBuf,
     body_written: u64,
-    expected_body: Option<u64>,
+    limits: PageLimits,
     committed: bool,
 }
 
 impl PageWriter {
     /// Opens a temporary file under `root` and writes the page header.
-    /// `expected_body` is the announced Content-Length, if any.
-    pub fn create(
-        root: &Path,
-        header: &[u8],
-        expected_body: Option<u64>,
-    ) -> Result<Self, StoreError> {
+    pub fn create(root: &Path, header: &[u8], limits: PageLimits) -> Result<Self, StoreError> {
+        if let (Some(expected), Some(max)) = (limits.expected, limits.max) {
+            if expected > max {
+                return Err(StoreError::TooLarge { max });
+            }
+        }
         let temp_dir = reserved_dir(root).join("tmp");
         let temp = temp_dir.join(unique_name());
-        let file = match open_new(&temp) {
+        let file = match open_new(&temp, limits.mode) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs(&temp_dir)?;
-                open_new(&temp)
+                create_dirs(&temp_dir, dir_mode(limits.mode))?;
+                open_new(&temp, limits.mode)
             }
             other => other,
         }
@@ -98,7 +127,7 @@ impl PageWriter {
             file,
             temp,
             body_written: 0,
-            expected_body,
+            limits,
             committed: false,
         };
         writer
@@ -145,7 +174,7 @@ impl PageWriter {
 
     /// Renames the complete page to `dest`, creating its directories.
     pub fn commit(mut self, dest: &Path) -> Result<(), StoreError> {
-        if let Some(expected) = self.expected_body {
+        if let Some(expected) = self.limits.expected {
             if expected != self.body_written {
                 return Err(StoreError::Incomplete {
                     expected,
@@ -155,12 +184,12 @@ impl PageWriter {
         }
         // the process umask must not make pages unreadable to other workers
         self.file
-            .set_permissions(Permissions::from_mode(FILE_MODE))
+            .set_permissions(Permissions::from_mode(self.limits.mode))
             .map_err(|e| StoreError::io("chmod", &self.temp, e))?;
         let renamed = match fs::rename(&self.temp, dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = dest.parent() {
-                    create_dirs(parent)?;
+                    create_dirs(parent, dir_mode(self.limits.mode))?;
                 }
                 fs::rename(&self.temp, dest)
             }
@@ -172,10 +201,14 @@ impl PageWriter {
     }
 
     fn check_room(&self, more: u64) -> Result<(), StoreError> {
-        match self.expected_body {
-            Some(expected) if self.body_written + more > expected => Err(StoreError::Incomplete {
+        let total = self.body_written + more;
+        if let Some(max) = self.limits.max.filter(|&max| total > max) {
+            return Err(StoreError::TooLarge { max });
+        }
+        match self.limits.expected {
+            Some(expected) if total > expected => Err(StoreError::Incomplete {
                 expected,
-                written: self.body_written + more,
+                written: total,
             }),
             _ => Ok(()),
         }
@@ -190,19 +223,19 @@ impl Drop for PageWriter {
     }
 }
 
-fn open_new(path: &Path) -> io::Result<File> {
+fn open_new(path: &Path, mode: u32) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(FILE_MODE)
+        .mode(mode)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
 }
 
-pub(crate) fn create_dirs(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_dirs(dir: &Path, mode: u32) -> Result<(), StoreError> {
     DirBuilder::new()
         .recursive(true)
-        .mode(DIR_MODE)
+        .mode(mode)
         .create(dir)
         .map_err(|e| StoreError::io("mkdir", dir, e))
 }
@@ -237,6 +270,57 @@ pub(crate) mod tests {
         }
     }
 
+    fn expecting(len: u64) -> PageLimits {
+        PageLimits {
+            expected: Some(len),
+            ..PageLimits::default()
+        }
+    }
+
+    #[test]
+    fn access_mode_applies_to_pages_and_directories() {
+        let root = Scratch::new("mode");
+        let limits = PageLimits {
+            mode: 0o640,
+            ..PageLimits::default()
+        };
+        let mut writer = PageWriter::create(&root.0, b"", limits).unwrap();
+        writer.write(b"x").unwrap();
+        let dest = root.0.join("d/e.html");
+        writer.commit(&dest).unwrap();
+        assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(root.0.join("d")).unwrap().mode() & 0o777,
+            0o750
+        );
+    }
+
+    #[test]
+    fn larger_than_max_is_refused_early_or_while_writing() {
+        let root = Scratch::new("max");
+        let limits = PageLimits {
+            expected: Some(11),
+            max: Some(10),
+            ..PageLimits::default()
+        };
+        assert!(matches!(
+            PageWriter::create(&root.0, b"", limits),
+            Err(StoreError::TooLarge { max: 10 })
+        ));
+        let limits = PageLimits {
+            max: Some(10),
+            ..PageLimits::default()
+        };
+        let mut writer = PageWriter::create(&root.0, b"header does not count\n", limits).unwrap();
+        writer.write(b"0123456789").unwrap();
+        assert!(matches!(
+            writer.write(b"!"),
+            Err(StoreError::TooLarge { max: 10 })
+        ));
+        drop(writer);
+        assert_eq!(temp_files(&root.0), 0);
+    }
+
     fn temp_files(root: &Path) -> usize {
         fs::read_dir(reserved_dir(root).join("tmp"))
             .map(|d| d.count())
@@ -246,16 +330,16 @@ pub(crate) mod tests {
     #[test]
     fn commit_creates_directories_and_page() {
         let root = Scratch::new("commit");
-        let mut writer = PageWriter::create(&root.0, b"H\n", Some(5)).unwrap();
+        let mut writer = PageWriter::create(&root.0, b"H\n", expecting(5)).unwrap();
         writer.write(b"he").unwrap();
         writer.write(b"llo").unwrap();
         let dest = root.0.join("a/b/index.html");
         writer.commit(&dest).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"H\nhello");
-        assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o777, FILE_MODE);
+        assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o777, 0o644);
         assert_eq!(
             fs::metadata(root.0.join("a/b")).unwrap().mode() & 0o777,
-            DIR_MODE
+            0o755
         );
         assert_eq!(temp_files(&root.0), 0);
     }
@@ -265,7 +349,7 @@ pub(crate) mod tests {
         let root = Scratch::new("replace");
         let dest = root.0.join("about.html");
         for body in [&b"old"[..], b"new"] {
-            let mut writer = PageWriter::create(&root.0, b"", None).unwrap();
+            let mut writer = PageWriter::create(&root.0, b"", PageLimits::default()).unwrap();
             writer.write(body).unwrap();
             writer.commit(&dest).unwrap();
         }
@@ -275,7 +359,7 @@ pub(crate) mod tests {
     #[test]
     fn dropped_writer_leaves_nothing() {
         let root = Scratch::new("drop");
-        let mut writer = PageWriter::create(&root.0, b"H\n", None).unwrap();
+        let mut writer = PageWriter::create(&root.0, b"H\n", PageLimits::default()).unwrap();
         writer.write(b"partial").unwrap();
         assert_eq!(temp_files(&root.0), 1);
         drop(writer);
@@ -286,7 +370,7 @@ pub(crate) mod tests {
     fn short_or_long_body_is_not_committed() {
         let root = Scratch::new("short");
         let dest = root.0.join("x.html");
-        let mut writer = PageWriter::create(&root.0, b"", Some(10)).unwrap();
+        let mut writer = PageWriter::create(&root.0, b"", expecting(10)).unwrap();
         writer.write(b"12345").unwrap();
         assert!(matches!(
             writer.commit(&dest),
@@ -295,7 +379,7 @@ pub(crate) mod tests {
                 written: 5
             })
         ));
-        let mut writer = PageWriter::create(&root.0, b"", Some(3)).unwrap();
+        let mut writer = PageWriter::create(&root.0, b"", expecting(3)).unwrap();
         assert!(writer.write(b"12345").is_err());
         drop(writer);
         assert!(!dest.exists());
@@ -309,7 +393,7 @@ pub(crate) mod tests {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         fs::write(&src_path, &data).unwrap();
         let src = File::open(&src_path).unwrap();
-        let mut writer = PageWriter::create(&root.0, b"", None).unwrap();
+        let mut writer = PageWriter::create(&root.0, b"", PageLimits::default()).unwrap();
         writer.copy_from(&src, 10, 150_000).unwrap();
         let dest = root.0.join("copy.html");
         writer.commit(&dest).unwrap();
@@ -318,7 +402,12 @@ pub(crate) mod tests {
 
     #[test]
     fn unwritable_root_reports_path_and_errno() {
-        let err = PageWriter::create(Path::new("/proc/static-gen-nope"), b"", None).unwrap_err();
+        let err = PageWriter::create(
+            Path::new("/proc/static-gen-nope"),
+            b"",
+            PageLimits::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/proc/static-gen-nope"), "{err}");
         assert_ne!(err.errno(), 0);
     }
