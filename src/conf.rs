@@ -8,21 +8,21 @@ use std::path::PathBuf;
 
 use nginx_sys::{
     ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
-    ngx_conf_t, ngx_flag_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value_t, ngx_http_set_predicate_slot, ngx_str_t, ngx_uint_t, off_t,
-    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123,
-    NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF,
+    ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_http_compile_complex_value,
+    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_set_predicate_slot,
+    ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
 };
 use ngx::core::NGX_CONF_OK;
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::matcher::{PatternList, UriFilter};
 
 use crate::ext::ConfExt;
-use crate::purge;
+use crate::{purge, StaticGenModule};
 
 /// Configuration of one `http`, `server` or `location` level.
 #[derive(Debug)]
@@ -44,12 +44,20 @@ pub(crate) struct StaticGenConf {
     max_size: off_t,
     /// `static_gen_access` as a file mode.
     access: Option<u32>,
+    /// `static_gen_valid`, seconds; 0 for no limit.
+    valid: time_t,
     /// `static_gen_bypass` and `static_gen_no_store`: nginx predicate arrays
     /// (of complex values), as `proxy_cache_bypass` and `proxy_no_cache`.
     pub bypass: *mut ngx_array_t,
     pub no_store: *mut ngx_array_t,
     /// `static_gen_purge` in this location.
     purge: bool,
+}
+
+/// The `http` level: every plain root, for the cleaning at start.
+#[derive(Debug, Default)]
+pub(crate) struct StaticGenMainConf {
+    pub roots: Vec<PathBuf>,
 }
 
 /// A generated tree's directory: a plain path, or one with variables whose
@@ -80,6 +88,7 @@ impl Default for StaticGenConf {
             types: None,
             max_size: NGX_CONF_UNSET as off_t,
             access: None,
+            valid: NGX_CONF_UNSET as time_t,
             bypass: NGX_CONF_UNSET_PTR,
             no_store: NGX_CONF_UNSET_PTR,
             purge: false,
@@ -117,6 +126,11 @@ impl StaticGenConf {
         u64::try_from(self.max_size).ok().filter(|&max| max > 0)
     }
 
+    /// True for a page stored `static_gen_valid` seconds ago or earlier.
+    pub(crate) fn expired(&self, mtime: i64) -> bool {
+        self.valid > 0 && nginx_sys::ngx_time() - mtime >= self.valid
+    }
+
     pub(crate) fn file_mode(&self) -> u32 {
         self.access.unwrap_or(DEFAULT_FILE_MODE)
     }
@@ -139,7 +153,7 @@ const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) 
     }
 }
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 12] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 13] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -187,6 +201,12 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 12] = [
         ANY_LEVEL | NGX_CONF_TAKE123,
         set_access,
         0,
+    ),
+    directive(
+        ngx_string!("static_gen_valid"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_sec_slot,
+        mem::offset_of!(StaticGenConf, valid),
     ),
     directive(
         ngx_string!("static_gen_bypass"),
@@ -444,10 +464,19 @@ pub(crate) unsafe extern "C" fn merge_loc_conf(
     let prev = &*prev.cast::<StaticGenConf>();
     let conf = &mut *conf.cast::<StaticGenConf>();
     conf.inherit(prev);
-    match conf.resolve_tree(cf) {
-        Ok(()) => NGX_CONF_OK,
-        Err(message) => cf.emerg(format_args!("{message}")),
+    if let Err(message) = conf.resolve_tree(cf) {
+        return cf.emerg(format_args!("{message}"));
     }
+    if let Some(main) = StaticGenModule::main_conf_mut(cf) {
+        for root in [&conf.root, &conf.tree] {
+            if let Some(Root::Static(path)) = root {
+                if !main.roots.contains(path) {
+                    main.roots.push(path.clone());
+                }
+            }
+        }
+    }
+    NGX_CONF_OK
 }
 
 impl StaticGenConf {
@@ -486,6 +515,13 @@ impl StaticGenConf {
         }
         if self.access.is_none() {
             self.access = prev.access;
+        }
+        if self.valid == NGX_CONF_UNSET as time_t {
+            self.valid = if prev.valid == NGX_CONF_UNSET as time_t {
+                0
+            } else {
+                prev.valid
+            };
         }
         for (own, above) in [
             (&mut self.bypass, prev.bypass),

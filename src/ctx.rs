@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
+use static_gen_logic::journal::Mark;
 use static_gen_logic::store::PageWriter;
 
 use crate::conf::StaticGenConf;
@@ -19,6 +20,8 @@ pub(crate) enum LookupStatus {
     Hit,
     /// No page yet: the request goes upstream and its response may be stored.
     Miss,
+    /// A page older than `static_gen_valid`: handled as a MISS.
+    Expired,
     /// Not eligible: method, query string, session cookie, pattern, or URI.
     Bypass,
 }
@@ -28,6 +31,7 @@ impl LookupStatus {
         match self {
             LookupStatus::Hit => "HIT",
             LookupStatus::Miss => "MISS",
+            LookupStatus::Expired => "EXPIRED",
             LookupStatus::Bypass => "BYPASS",
         }
     }
@@ -48,6 +52,8 @@ pub(crate) struct MissPage {
     pub root: PathBuf,
     pub file: PathBuf,
     pub conf: &'static StaticGenConf,
+    /// The purge journal when the request started.
+    pub mark: Mark,
 }
 
 pub(crate) struct RequestCtx {

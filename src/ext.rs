@@ -83,6 +83,12 @@ pub(crate) trait RequestExt {
         HeaderIter::new(&self.raw_mut().headers_in.headers).map(|h| unsafe { &mut *h })
     }
 
+    /// Response headers, to modify.
+    fn headers_out_mut(&mut self) -> impl Iterator<Item = &mut ngx_table_elt_t> {
+        // SAFETY: the list belongs to this request, borrowed mutably here.
+        HeaderIter::new(&self.raw_mut().headers_out.headers).map(|h| unsafe { &mut *h })
+    }
+
     /// False when one of `predicates` (`static_gen_bypass`,
     /// `static_gen_no_store`) is a non-empty value other than "0".
     fn predicates_pass(&mut self, predicates: *mut ngx_array_t) -> bool {

@@ -9,10 +9,12 @@
 use core::ptr;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_HTTP_MODULE,
+    ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
+    NGX_HTTP_MODULE,
 };
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use static_gen_logic::purge::clean_in_background as purge_leftovers_in_background;
 
 mod conf;
 mod ctx;
@@ -23,14 +25,14 @@ mod purge;
 mod store;
 mod variable;
 
-use conf::{StaticGenConf, COMMANDS};
+use conf::{StaticGenConf, StaticGenMainConf, COMMANDS};
 
 pub(crate) struct StaticGenModule;
 
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(StaticGenModule::preconfiguration),
     postconfiguration: Some(StaticGenModule::postconfiguration),
-    create_main_conf: None,
+    create_main_conf: Some(StaticGenModule::create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
@@ -46,8 +48,33 @@ pub static mut ngx_http_static_gen_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(MODULE_CTX).cast_mut().cast(),
     commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(init_worker),
     ..ngx_module_t::default()
 };
+
+/// The first worker deletes what a crash may have left in the trees.
+extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the live cycle; ngx_worker is set before this.
+    let (cycle, worker) = unsafe { (&*cycle, nginx_sys::ngx_worker) };
+    if worker == 0 {
+        if let Some(main) = StaticGenModule::main_conf(cycle) {
+            if let Err(err) = purge_leftovers_in_background(main.roots.clone()) {
+                let log = cycle.log;
+                log::log_errno(
+                    nginx_sys::NGX_LOG_ALERT,
+                    log,
+                    err.raw_os_error().unwrap_or(0),
+                    format_args!("static_gen: cannot start cleaning"),
+                );
+            }
+        }
+    }
+    Status::NGX_OK.into()
+}
+
+unsafe impl HttpModuleMainConf for StaticGenModule {
+    type MainConf = StaticGenMainConf;
+}
 
 unsafe impl HttpModuleLocationConf for StaticGenModule {
     type LocationConf = StaticGenConf;

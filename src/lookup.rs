@@ -18,6 +18,7 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
 use static_gen_logic::rules::mime_type;
@@ -26,6 +27,7 @@ use crate::conf::{Root, StaticGenConf};
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::RequestExt;
 use crate::log::log_errno;
+use crate::store::log_store_error;
 use crate::StaticGenModule;
 
 /// Adds the lookup handler to the precontent phase.
@@ -69,22 +71,12 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
         return RequestCtx::new(LookupStatus::Bypass);
     };
     match open_page(&file) {
-        Ok(page) => RequestCtx {
+        Ok(page) if !conf.expired(page.mtime) => RequestCtx {
             hit: Some(page),
             ..RequestCtx::new(LookupStatus::Hit)
         },
-        Err(OpenError::Missing) => {
-            let upstream_identity = if r.is_get() {
-                ask_identity(r)
-            } else {
-                Vec::new()
-            };
-            RequestCtx {
-                miss: Some(MissPage { root, file, conf }),
-                upstream_identity,
-                ..RequestCtx::new(LookupStatus::Miss)
-            }
-        }
+        Ok(_) => miss(r, conf, root, file, LookupStatus::Expired),
+        Err(OpenError::Missing) => miss(r, conf, root, file, LookupStatus::Miss),
         Err(OpenError::Foreign) => {
             log_errno(
                 NGX_LOG_INFO,
@@ -107,6 +99,33 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
             RequestCtx::new(LookupStatus::Bypass)
         }
     }
+}
+
+/// A request that goes upstream and whose response may replace `file`:
+/// notes the purge journal first, so a purge during the fetch wins.
+fn miss(
+    r: &mut Request,
+    conf: &'static StaticGenConf,
+    root: PathBuf,
+    file: PathBuf,
+    status: LookupStatus,
+) -> RequestCtx {
+    let mut ctx = RequestCtx::new(status);
+    match journal::mark(&root) {
+        Ok(mark) => {
+            ctx.miss = Some(MissPage {
+                root,
+                file,
+                conf,
+                mark,
+            });
+            if r.is_get() {
+                ctx.upstream_identity = ask_identity(r);
+            }
+        }
+        Err(err) => log_store_error(r, &err),
+    }
+    ctx
 }
 
 /// The root and page file of an eligible request, or `None` when it must

@@ -10,7 +10,8 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
-use static_gen_logic::purge::{move_tree_away, remove_in_background};
+use static_gen_logic::purge::{purge, remove_in_background, reply};
+use static_gen_logic::scope::Scope;
 
 use crate::ext::RequestExt;
 use crate::log::log_errno;
@@ -32,58 +33,36 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         if r.add_header_out("Allow", ALLOWED).is_none() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
-        return send_json(
-            r,
-            NGX_HTTP_NOT_ALLOWED,
-            "{\"status\":\"error\",\"error\":\"method not allowed\"}",
-        );
+        return send_error(r, NGX_HTTP_NOT_ALLOWED, "method not allowed");
     }
+    let scope = match Scope::from_args(r.raw().args.as_bytes()) {
+        Ok(scope) => scope,
+        Err(err) => return send_error(r, NGX_HTTP_BAD_REQUEST, &err.to_string()),
+    };
     let Some(root) = StaticGenModule::location_conf(r).and_then(|c| c.purge_root()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let Some(root) = expand_root(r, root) else {
-        return send_json(
-            r,
-            NGX_HTTP_BAD_REQUEST,
-            "{\"status\":\"error\",\"error\":\"invalid root\"}",
-        );
+        return send_error(r, NGX_HTTP_BAD_REQUEST, "invalid root");
     };
-    let root = root.as_path();
-    match move_tree_away(root) {
+    match purge(&root, &scope) {
         Ok(purged) => {
             log_errno(
                 NGX_LOG_NOTICE,
                 r.log(),
                 0,
                 format_args!(
-                    "static_gen: purged \"{}\" ({} entries)",
+                    "static_gen: purged {} of \"{}\" ({} entries)",
+                    scope.kind(),
                     root.display(),
                     purged.moved
                 ),
             );
-            let removal = match purged.trash {
-                Some(trash) => match remove_in_background(trash.clone()) {
-                    Ok(()) => "background",
-                    Err(err) => {
-                        log_errno(
-                            NGX_LOG_ERR,
-                            r.log(),
-                            err.raw_os_error().unwrap_or(0),
-                            format_args!(
-                                "static_gen: cannot start deleting \"{}\"",
-                                trash.display()
-                            ),
-                        );
-                        "pending"
-                    }
-                },
-                None => "none",
-            };
-            let body = format!(
-                "{{\"status\":\"ok\",\"scope\":\"all\",\"moved\":{},\"removal\":\"{removal}\"}}",
-                purged.moved
-            );
-            send_json(r, NGX_HTTP_OK, &body)
+            let removal = purged
+                .trash
+                .as_ref()
+                .map_or("none", |trash| delete_later(r, trash));
+            send_json(r, NGX_HTTP_OK, &reply(&scope, &purged, removal))
         }
         Err(err) => {
             log_errno(
@@ -92,13 +71,34 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
                 err.errno(),
                 format_args!("static_gen: purge failed: {err}"),
             );
-            send_json(
-                r,
-                NGX_HTTP_INTERNAL_SERVER_ERROR,
-                "{\"status\":\"error\",\"error\":\"purge failed\"}",
-            )
+            send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "purge failed")
         }
     }
+}
+
+/// Starts deleting a purged tree; it stays in the trash (deleted by the
+/// next start or purge) when no thread can be started.
+fn delete_later(r: &Request, trash: &std::path::Path) -> &'static str {
+    match remove_in_background(trash.to_owned()) {
+        Ok(()) => "background",
+        Err(err) => {
+            log_errno(
+                NGX_LOG_ERR,
+                r.log(),
+                err.raw_os_error().unwrap_or(0),
+                format_args!("static_gen: cannot start deleting \"{}\"", trash.display()),
+            );
+            "pending"
+        }
+    }
+}
+
+fn send_error(r: &mut Request, status: u32, message: &str) -> ngx_int_t {
+    send_json(
+        r,
+        status,
+        &format!("{{\"status\":\"error\",\"error\":\"{message}\"}}"),
+    )
 }
 
 /// Sends a one-line JSON body with `status`.

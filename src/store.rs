@@ -25,7 +25,7 @@ use static_gen_logic::rules::{storable, ResponseFacts};
 use static_gen_logic::store::{PageLimits, PageWriter, StoreError};
 use static_gen_logic::throttle::ErrorThrottle;
 
-use crate::ctx::{self, LookupStatus, MissPage};
+use crate::ctx::{self, MissPage};
 use crate::ext::{chain_bufs, BufData, BufExt, RequestExt};
 use crate::log::log_errno;
 
@@ -58,13 +58,33 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
     let r = unsafe { Request::from_ngx_http_request(raw) };
     if let Some(ctx) = ctx::get(r) {
         ctx.restore_accept_encoding();
-        if ctx.status == LookupStatus::Miss && r.is_get() && r.is_main() {
-            if let Some(miss) = &ctx.miss {
+        if let Some(miss) = &ctx.miss {
+            if upstream_refuses(r) {
+                ngx::ngx_log_debug_http!(r, "static_gen: not stored: the upstream refused");
+            } else if r.is_get() && r.is_main() {
                 ctx.writer = start_page(r, miss);
             }
         }
     }
     next_header(raw)
+}
+
+/// True when the upstream asks not to store its response, with
+/// `X-Static-Gen: no-store` (a header of the module's own, never passed to
+/// the client) or `X-Accel-Expires: 0` (as for nginx's own caches).
+fn upstream_refuses(r: &mut Request) -> bool {
+    let mut refused = false;
+    for header in r.headers_out_mut() {
+        if header.key.as_bytes().eq_ignore_ascii_case(b"x-static-gen") {
+            refused |= header.value.as_bytes().eq_ignore_ascii_case(b"no-store");
+            header.hash = 0;
+        }
+    }
+    // SAFETY: a request's upstream, when it has one, lives as long as it.
+    let accel_expires = r
+        .upstream()
+        .and_then(|u| unsafe { (*u).headers_in.x_accel_expires.as_ref() });
+    refused || accel_expires.is_some_and(|h| h.value.as_bytes() == b"0")
 }
 
 /// Opens the temporary file of a storable response, or says why not.
@@ -139,8 +159,12 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
             ctx.writer = None;
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                if let Err(err) = writer.commit(&miss.file) {
-                    log_store_error(r, &err);
+                match writer.commit_unless_purged(&miss.file, &miss.root, miss.mark, r.uri()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        ngx::ngx_log_debug_http!(r, "static_gen: not stored: purged meanwhile");
+                    }
+                    Err(err) => log_store_error(r, &err),
                 }
             }
         }
@@ -169,7 +193,7 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, StoreEr
 /// Logs a failed store: an I/O failure at `error` once per cause and
 /// minute, then at `info`; a response that was not what it announced at
 /// `info`.
-fn log_store_error(r: &Request, err: &StoreError) {
+pub(crate) fn log_store_error(r: &Request, err: &StoreError) {
     thread_local! {
         static THROTTLE: RefCell<ErrorThrottle> = RefCell::new(ErrorThrottle::default());
     }

@@ -138,10 +138,12 @@ fn purged_tree_is_deleted_in_the_background() {
     assert!(r.text().contains("\"moved\":20"), "{r}");
     assert!(r.text().contains("\"removal\":\"background\""), "{r}");
     assert!(
-        wait_until(TIMEOUT, || list_files(&nginx.path("gen")).is_empty()),
+        wait_until(TIMEOUT, || list_files(&nginx.path("gen/.static_gen/trash"))
+            .is_empty()),
         "{:?}",
         list_files(&nginx.path("gen")).len()
     );
+    assert!(pages(&nginx).is_empty(), "{:?}", pages(&nginx));
     assert!(get(nginx.port(), "/d1/p1").sg_status() == "MISS");
     nginx.assert_no_alerts();
 }

@@ -6,10 +6,12 @@
 
 pub mod access;
 pub mod cookie;
+pub mod journal;
 pub mod matcher;
 pub mod page;
 pub mod path;
 pub mod purge;
 pub mod rules;
+pub mod scope;
 pub mod store;
 pub mod throttle;

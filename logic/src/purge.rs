@@ -1,71 +1,197 @@
-//! Purging a generated tree without making the caller wait for the
-//! deletion: every top-level entry of the root is renamed into a fresh trash
-//! directory (cheap, and from then on no lookup finds the old pages), and the
-//! trash is deleted afterwards on a background thread.
+//! Purging without making the caller wait for the deletion: the pages in
+//! scope are renamed into a fresh trash directory (a few renames, and from
+//! then on no lookup finds them), and the trash is deleted afterwards on a
+//! background thread. A purge is recorded in the journal under the exclusive
+//! tree lock first, so no response fetched before it is installed after it.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::path::RESERVED_DIR;
+use crate::journal::{self, TreeLock};
+use crate::path::{page_file, RESERVED_DIR};
+use crate::scope::Scope;
 use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
 
 const TRASH_MODE: u32 = 0o700;
+const INDEX_NAME: &str = "index.html";
+const PAGE_SUFFIX: &str = ".html";
 
 /// What a purge did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Purged {
-    /// Top-level entries moved out of the root.
+    /// Entries moved out of the tree (top-level directories and pages), or
+    /// pages removed, for one URI.
     pub moved: usize,
     /// The directory they were moved into, still to be deleted.
     pub trash: Option<PathBuf>,
 }
 
-/// Moves the whole tree under `root` out of sight. A missing root is an
-/// empty tree.
+/// Purges `scope` from the tree under `root`: records it, then removes or
+/// moves away its pages. A missing root is an empty tree.
+pub fn purge(root: &Path, scope: &Scope) -> Result<Purged, StoreError> {
+    let _lock = TreeLock::exclusive(root)?;
+    journal::record(root, scope)?;
+    match scope {
+        Scope::All => move_tree_away(root),
+        Scope::Uri(uri) => remove_page(root, uri),
+        Scope::Prefix(prefix) => move_prefix_away(root, prefix),
+    }
+}
+
+/// The purge reply: one line of JSON.
+pub fn reply(scope: &Scope, purged: &Purged, removal: &str) -> String {
+    let mut json = format!("{{\"status\":\"ok\",\"scope\":\"{}\"", scope.kind());
+    if let Some(path) = scope.path() {
+        json.push_str(&format!(",\"{}\":{}", scope.kind(), json_string(path)));
+    }
+    match scope {
+        Scope::Uri(_) => json.push_str(&format!(",\"removed\":{}}}", purged.moved)),
+        _ => json.push_str(&format!(
+            ",\"moved\":{},\"removal\":\"{removal}\"}}",
+            purged.moved
+        )),
+    }
+    json
+}
+
+fn json_string(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn io_error(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Moves every top-level entry but the reserved directory.
 pub fn move_tree_away(root: &Path) -> Result<Purged, StoreError> {
-    let entries = match fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Purged {
+    let entries = list_dir(root)?
+        .into_iter()
+        .filter(|name| name != RESERVED_DIR);
+    move_entries(root, root, entries)
+}
+
+/// Moves the pages of every URI starting with `prefix`: the directory a
+/// prefix ending in `/` names, or the entries of the last directory whose
+/// URI segment starts with the rest.
+fn move_prefix_away(root: &Path, prefix: &[u8]) -> Result<Purged, StoreError> {
+    let cut = prefix.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    let dir = root.join(OsStr::from_bytes(prefix.get(1..cut).unwrap_or_default()));
+    let stem = &prefix[cut + 1..];
+    if stem.is_empty() {
+        if cut == 0 {
+            return move_tree_away(root);
+        }
+        let name = dir.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let parent = dir.parent().unwrap_or(root).to_owned();
+        return move_entries(root, &parent, [name].into_iter());
+    }
+    let at_top = cut == 0;
+    let matching = list_dir(&dir)?.into_iter().filter(|name| {
+        let name = name.as_bytes();
+        if at_top && name == RESERVED_DIR.as_bytes() {
+            return false;
+        }
+        // a page file stands for the URI segment before `.html`; the
+        // directory's own page (`index.html`) is not under the prefix
+        let segment = match name.strip_suffix(PAGE_SUFFIX.as_bytes()) {
+            Some(_) if name == INDEX_NAME.as_bytes() => return false,
+            Some(page) if !dir.join(OsStr::from_bytes(name)).is_dir() => page,
+            _ => name,
+        };
+        segment.starts_with(stem)
+    });
+    move_entries(root, &dir, matching)
+}
+
+/// Removes the page of one URI.
+fn remove_page(root: &Path, uri: &[u8]) -> Result<Purged, StoreError> {
+    let relative = page_file(uri).map_err(|e| {
+        io_error(
+            "map",
+            root,
+            io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        )
+    })?;
+    let file = root.join(OsStr::from_bytes(&relative));
+    match fs::remove_file(&file) {
+        Ok(()) => Ok(Purged {
+            moved: 1,
+            trash: None,
+        }),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(Purged {
                 moved: 0,
                 trash: None,
             })
         }
-        Err(e) => {
-            return Err(StoreError::Io {
-                op: "opendir",
-                path: root.into(),
-                source: e,
-            })
+        Err(e) => Err(io_error("unlink", &file, e)),
+    }
+}
+
+/// Names in `dir`; a missing directory is empty.
+fn list_dir(dir: &Path) -> Result<Vec<std::ffi::OsString>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
         }
+        Err(e) => return Err(io_error("opendir", dir, e)),
     };
+    entries
+        .map(|entry| {
+            entry
+                .map(|e| e.file_name())
+                .map_err(|e| io_error("readdir", dir, e))
+        })
+        .collect()
+}
+
+/// Renames the named entries of `dir` into a new trash directory (one per
+/// purge, so names cannot clash).
+fn move_entries(
+    root: &Path,
+    dir: &Path,
+    names: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<Purged, StoreError> {
     let trash = reserved_dir(root).join("trash").join(unique_name());
     let mut moved = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::Io {
-            op: "readdir",
-            path: root.into(),
-            source: e,
-        })?;
-        if entry.file_name() == RESERVED_DIR {
-            continue;
-        }
+    for name in names {
         if moved == 0 {
             create_dirs(&trash, TRASH_MODE)?;
         }
-        let from = entry.path();
-        match fs::rename(&from, trash.join(entry.file_name())) {
+        let from = dir.join(&name);
+        match fs::rename(&from, trash.join(&name)) {
             Ok(()) => moved += 1,
             // another worker's purge took it first
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(StoreError::Io {
-                    op: "rename",
-                    path: from,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(io_error("rename", &from, e)),
         }
     }
     Ok(Purged {
@@ -74,16 +200,55 @@ pub fn move_tree_away(root: &Path) -> Result<Purged, StoreError> {
     })
 }
 
+/// Deletes what a crash may have left under `root`: purged trees not yet
+/// deleted and temporary files of processes that no longer run.
+pub fn clean_leftovers(root: &Path) {
+    let reserved = reserved_dir(root);
+    if let Ok(trash) = fs::read_dir(reserved.join("trash")) {
+        for entry in trash.flatten() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    if let Ok(temps) = fs::read_dir(reserved.join("tmp")) {
+        for entry in temps.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('.').next()?.parse::<i32>().ok());
+            if pid.is_some_and(|pid| !process_alive(pid)) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+}
+
 /// Deletes `dir` on a thread of its own, so that the caller (an nginx event
-/// loop) does not wait for a large tree. The thread blocks every signal:
-/// signals meant for nginx must reach its own thread.
+/// loop) does not wait for a large tree.
 pub fn remove_in_background(dir: PathBuf) -> io::Result<()> {
+    spawn_quiet("static_gen purge", move || {
+        let _ = fs::remove_dir_all(&dir);
+    })
+}
+
+/// Cleans the leftovers of a crash under each root on a thread of its own.
+pub fn clean_in_background(roots: Vec<PathBuf>) -> io::Result<()> {
+    spawn_quiet("static_gen clean", move || {
+        roots.iter().for_each(|root| clean_leftovers(root))
+    })
+}
+
+/// Spawns a detached thread that blocks every signal: signals meant for
+/// nginx must reach its own thread.
+fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
     with_signals_blocked(|| {
         std::thread::Builder::new()
-            .name("static_gen purge".into())
-            .spawn(move || {
-                let _ = fs::remove_dir_all(&dir);
-            })
+            .name(name.into())
+            .spawn(f)
             .map(|_| ())
     })
 }
@@ -133,6 +298,146 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!trash.exists());
+    }
+
+    fn tree(root: &Path, files: &[&str]) {
+        for file in files {
+            let path = root.join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"x").unwrap();
+        }
+    }
+
+    fn remaining(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if entry.file_name() == RESERVED_DIR {
+                    continue;
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(
+                        path.strip_prefix(root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    const SITE: &[&str] = &[
+        "index.html",
+        "about.html",
+        "articles/index.html",
+        "articles/hello/index.html",
+        "articles/hello.html",
+        "articles/help.html.html",
+        "articles/world/index.html",
+        "articlesx/index.html",
+    ];
+
+    #[test]
+    fn prefix_purges() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "/articles/",
+                &["about.html", "articlesx/index.html", "index.html"],
+            ),
+            (
+                "/articles/hel",
+                &[
+                    "about.html",
+                    "articles/index.html",
+                    "articles/world/index.html",
+                    "articlesx/index.html",
+                    "index.html",
+                ],
+            ),
+            ("/articles", &["about.html", "index.html"]),
+            ("/articles/ind", SITE),
+        ];
+        for (prefix, left) in cases {
+            let root = Scratch::new("prefix");
+            tree(&root.0, SITE);
+            let scope = Scope::Prefix(prefix.as_bytes().to_vec());
+            purge(&root.0, &scope).unwrap();
+            let mut expected: Vec<String> = left.iter().map(|s| s.to_string()).collect();
+            expected.sort();
+            assert_eq!(remaining(&root.0), expected, "{prefix}");
+        }
+    }
+
+    #[test]
+    fn uri_purge_removes_one_page() {
+        let root = Scratch::new("uri");
+        tree(&root.0, SITE);
+        let purged = purge(&root.0, &Scope::Uri(b"/articles/hello/".to_vec())).unwrap();
+        assert_eq!(
+            purged,
+            Purged {
+                moved: 1,
+                trash: None
+            }
+        );
+        assert!(!root.0.join("articles/hello/index.html").exists());
+        assert!(root.0.join("articles/hello.html").exists());
+        let again = purge(&root.0, &Scope::Uri(b"/articles/hello/".to_vec())).unwrap();
+        assert_eq!(again.moved, 0);
+    }
+
+    #[test]
+    fn replies() {
+        let moved = Purged {
+            moved: 3,
+            trash: None,
+        };
+        assert_eq!(
+            reply(&Scope::All, &moved, "background"),
+            r#"{"status":"ok","scope":"all","moved":3,"removal":"background"}"#
+        );
+        assert_eq!(
+            reply(&Scope::Prefix(b"/a\"b/".to_vec()), &moved, "background"),
+            r#"{"status":"ok","scope":"prefix","prefix":"/a\"b/","moved":3,"removal":"background"}"#
+        );
+        assert_eq!(
+            reply(
+                &Scope::Uri(b"/x/".to_vec()),
+                &Purged {
+                    moved: 1,
+                    trash: None
+                },
+                "none"
+            ),
+            r#"{"status":"ok","scope":"uri","uri":"/x/","removed":1}"#
+        );
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_cleaned() {
+        let root = Scratch::new("leftovers");
+        let reserved = reserved_dir(&root.0);
+        tree(
+            &reserved,
+            &["trash/123.4/0/a/index.html", "tmp/999999999.1", "tmp/x"],
+        );
+        let mine = reserved.join(format!("tmp/{}.7", std::process::id()));
+        fs::write(&mine, b"in progress").unwrap();
+        clean_leftovers(&root.0);
+        assert_eq!(fs::read_dir(reserved.join("trash")).unwrap().count(), 0);
+        assert!(
+            !reserved.join("tmp/999999999.1").exists(),
+            "a dead process's temp file"
+        );
+        assert!(mine.exists(), "a live process's temp file stays");
+        assert!(reserved.join("tmp/x").exists(), "not a temp file of ours");
     }
 
     #[test]

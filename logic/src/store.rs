@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access::{dir_mode, DEFAULT_FILE_MODE};
+use crate::journal::{self, Mark, TreeLock};
 use crate::path::RESERVED_DIR;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -200,6 +201,22 @@ impl PageWriter {
         Ok(())
     }
 
+    /// Installs the page at `dest` unless a purge recorded since `mark`
+    /// covers `uri` (then the page is dropped and `Ok(false)` returned).
+    pub fn commit_unless_purged(
+        self,
+        dest: &Path,
+        root: &Path,
+        mark: Mark,
+        uri: &[u8],
+    ) -> Result<bool, StoreError> {
+        let _lock = TreeLock::shared(root)?;
+        if journal::purged_since(root, mark, uri)? {
+            return Ok(false);
+        }
+        self.commit(dest).map(|()| true)
+    }
+
     fn check_room(&self, more: u64) -> Result<(), StoreError> {
         let total = self.body_written + more;
         if let Some(max) = self.limits.max.filter(|&max| total > max) {
@@ -384,6 +401,34 @@ pub(crate) mod tests {
         drop(writer);
         assert!(!dest.exists());
         assert_eq!(temp_files(&root.0), 0);
+    }
+
+    #[test]
+    fn a_page_purged_while_it_was_fetched_is_not_installed() {
+        use crate::purge::purge;
+        use crate::scope::Scope;
+        let root = Scratch::new("race");
+        let dest = root.0.join("a/index.html");
+        for (scope, installed) in [
+            (Scope::All, false),
+            (Scope::Uri(b"/a/".to_vec()), false),
+            (Scope::Prefix(b"/a".to_vec()), false),
+            (Scope::Uri(b"/b/".to_vec()), true),
+        ] {
+            let mark = journal::mark(&root.0).unwrap();
+            let mut writer = PageWriter::create(&root.0, b"", PageLimits::default()).unwrap();
+            writer.write(b"fetched before the purge").unwrap();
+            purge(&root.0, &scope).unwrap();
+            assert_eq!(
+                writer
+                    .commit_unless_purged(&dest, &root.0, mark, b"/a/")
+                    .unwrap(),
+                installed
+            );
+            assert_eq!(dest.exists(), installed, "{scope:?}");
+            assert_eq!(temp_files(&root.0), 0);
+            let _ = fs::remove_file(&dest);
+        }
     }
 
     #[test]

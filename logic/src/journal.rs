@@ -1,0 +1,226 @@
+//! The purge journal makes purges race-free across workers: a page whose
+//! upstream request started before a purge that covers it is never installed
+//! after that purge.
+//!
+//! A MISS notes the journal's identity and length when it starts. A purge,
+//! holding the tree lock exclusively, appends its scope to the journal (a
+//! whole-tree purge replaces the journal instead, which any earlier note then
+//! no longer matches) and moves the pages away. A page is installed while
+//! holding the lock shared, and only if no journal entry written since its
+//! note covers its URI. Everything lives in files under the root's reserved
+//! directory, so it holds across workers, reloads and restarts.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::scope::Scope;
+use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
+
+const JOURNAL: &str = "purges";
+const LOCK: &str = "lock";
+const RESERVED_MODE: u32 = 0o755;
+
+/// The journal as a MISS found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    ino: u64,
+    len: u64,
+}
+
+fn journal_path(root: &Path) -> PathBuf {
+    reserved_dir(root).join(JOURNAL)
+}
+
+fn io_error(op: &'static str, path: PathBuf, source: io::Error) -> StoreError {
+    StoreError::Io { op, path, source }
+}
+
+/// Notes the journal's state (creating it the first time).
+pub fn mark(root: &Path) -> Result<Mark, StoreError> {
+    let path = journal_path(root);
+    let meta = match fs::metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs(&reserved_dir(root), RESERVED_MODE)?;
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .open(&path)
+                .and_then(|f| f.metadata())
+        }
+        other => other,
+    }
+    .map_err(|e| io_error("stat", path, e))?;
+    Ok(Mark {
+        ino: meta.ino(),
+        len: meta.len(),
+    })
+}
+
+/// True when a purge recorded after `mark` covers `uri`. A journal that
+/// was replaced or removed means a whole-tree purge.
+pub fn purged_since(root: &Path, mark: Mark, uri: &[u8]) -> Result<bool, StoreError> {
+    let path = journal_path(root);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(io_error("open", path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| io_error("stat", path.clone(), e))?;
+    if meta.ino() != mark.ino || meta.len() < mark.len {
+        return Ok(true);
+    }
+    let mut added = vec![0u8; (meta.len() - mark.len) as usize];
+    file.read_exact_at(&mut added, mark.len)
+        .map_err(|e| io_error("read", path, e))?;
+    Ok(added
+        .split(|&b| b == b'\n')
+        .filter_map(parse_entry)
+        .any(|scope| scope.covers(uri)))
+}
+
+/// Records a purge; the caller holds the tree lock exclusively.
+pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
+    let path = journal_path(root);
+    create_dirs(&reserved_dir(root), RESERVED_MODE)?;
+    let Some(scope_path) = scope.path() else {
+        // a fresh, empty journal: every earlier mark is now stale
+        let fresh = reserved_dir(root).join(format!("{JOURNAL}.{}", unique_name()));
+        File::create(&fresh).map_err(|e| io_error("create", fresh.clone(), e))?;
+        return fs::rename(&fresh, &path).map_err(|e| io_error("rename to", path, e));
+    };
+    let mut line = Vec::with_capacity(scope_path.len() + 8);
+    line.extend_from_slice(scope.kind().as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(scope_path);
+    line.push(b'\n');
+    let mut journal = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(|e| io_error("open", path.clone(), e))?;
+    journal
+        .write_all(&line)
+        .map_err(|e| io_error("write", path, e))
+}
+
+fn parse_entry(line: &[u8]) -> Option<Scope> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    let path = line[space + 1..].to_vec();
+    match &line[..space] {
+        b"uri" => Some(Scope::Uri(path)),
+        b"prefix" => Some(Scope::Prefix(path)),
+        _ => None,
+    }
+}
+
+/// The tree lock: shared while installing a page, exclusive while purging.
+/// Held for a few system calls at a time.
+#[derive(Debug)]
+pub struct TreeLock {
+    /// Closing the descriptor releases the lock.
+    _file: File,
+}
+
+impl TreeLock {
+    pub fn shared(root: &Path) -> Result<TreeLock, StoreError> {
+        TreeLock::take(root, libc::LOCK_SH)
+    }
+
+    pub fn exclusive(root: &Path) -> Result<TreeLock, StoreError> {
+        TreeLock::take(root, libc::LOCK_EX)
+    }
+
+    fn take(root: &Path, operation: i32) -> Result<TreeLock, StoreError> {
+        let path = reserved_dir(root).join(LOCK);
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dirs(&reserved_dir(root), RESERVED_MODE)?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| io_error("open", path.clone(), e))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
+            return Err(io_error("flock", path, io::Error::last_os_error()));
+        }
+        Ok(TreeLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::Scratch;
+
+    #[test]
+    fn nothing_purged_since_mark() {
+        let root = Scratch::new("journal-none");
+        let mark = mark(&root.0).unwrap();
+        assert!(!purged_since(&root.0, mark, b"/a/").unwrap());
+    }
+
+    #[test]
+    fn partial_purges_cover_their_uris_only() {
+        let root = Scratch::new("journal-partial");
+        let before = mark(&root.0).unwrap();
+        record(&root.0, &Scope::Uri(b"/a/".to_vec())).unwrap();
+        record(&root.0, &Scope::Prefix(b"/blog/".to_vec())).unwrap();
+        assert!(purged_since(&root.0, before, b"/a/").unwrap());
+        assert!(purged_since(&root.0, before, b"/blog/post/").unwrap());
+        assert!(!purged_since(&root.0, before, b"/a").unwrap());
+        assert!(!purged_since(&root.0, before, b"/other/").unwrap());
+        let after = mark(&root.0).unwrap();
+        assert!(
+            !purged_since(&root.0, after, b"/a/").unwrap(),
+            "older entries do not count"
+        );
+    }
+
+    #[test]
+    fn whole_tree_purge_invalidates_every_mark() {
+        let root = Scratch::new("journal-all");
+        let before = mark(&root.0).unwrap();
+        record(&root.0, &Scope::All).unwrap();
+        assert!(purged_since(&root.0, before, b"/anything").unwrap());
+        let after = mark(&root.0).unwrap();
+        assert!(!purged_since(&root.0, after, b"/anything").unwrap());
+    }
+
+    #[test]
+    fn locks_exclude_each_other() {
+        let root = Scratch::new("journal-lock");
+        let shared_a = TreeLock::shared(&root.0).unwrap();
+        let shared_b = TreeLock::shared(&root.0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = root.0.clone();
+        let purger = std::thread::spawn(move || {
+            let _exclusive = TreeLock::exclusive(&path).unwrap();
+            tx.send(()).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            rx.try_recv().is_err(),
+            "exclusive lock taken while shared ones are held"
+        );
+        drop((shared_a, shared_b));
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        purger.join().unwrap();
+    }
+}
