@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
-use static_gen_logic::journal::Mark;
+use static_gen_logic::journal::{FileTime, Mark};
 use static_gen_logic::store::PageWriter;
 
 use crate::conf::StaticGenConf;
@@ -43,6 +43,7 @@ pub(crate) struct HitPage {
     pub path: PathBuf,
     pub size: u64,
     pub mtime: i64,
+    pub modified: FileTime,
     pub body_offset: u64,
     pub content_type: Vec<u8>,
 }

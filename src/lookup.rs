@@ -71,6 +71,7 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
         return RequestCtx::new(LookupStatus::Bypass);
     };
     match open_page(&file) {
+        Ok(page) if purged(r, &root, &page) => miss(r, conf, root, file, LookupStatus::Miss),
         Ok(page) if !conf.expired(page.mtime) => RequestCtx {
             hit: Some(page),
             ..RequestCtx::new(LookupStatus::Hit)
@@ -97,6 +98,18 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
                 format_args!("static_gen: open \"{}\" failed", file.display()),
             );
             RequestCtx::new(LookupStatus::Bypass)
+        }
+    }
+}
+
+/// True for a page written before the last whole-tree purge (and not yet
+/// deleted by it). When the epoch cannot be read, the page is not trusted.
+fn purged(r: &Request, root: &Path, page: &HitPage) -> bool {
+    match journal::epoch(root) {
+        Ok(epoch) => journal::is_stale(page.modified, epoch),
+        Err(err) => {
+            log_store_error(r, &err);
+            true
         }
     }
 }
@@ -235,6 +248,7 @@ fn open_page(path: &Path) -> Result<HitPage, OpenError> {
         body_offset: header.body_offset as u64,
         size: meta.len(),
         mtime: meta.mtime(),
+        modified: journal::FileTime::of(&meta),
         path: path.to_owned(),
         file,
     })

@@ -10,7 +10,7 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
-use static_gen_logic::purge::{purge, remove_in_background, reply};
+use static_gen_logic::purge::{clean_up_in_background, purge, reply, Cleanup};
 use static_gen_logic::scope::Scope;
 
 use crate::ext::RequestExt;
@@ -58,11 +58,8 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
                     purged.moved
                 ),
             );
-            let removal = purged
-                .trash
-                .as_ref()
-                .map_or("none", |trash| delete_later(r, trash));
-            send_json(r, NGX_HTTP_OK, &reply(&scope, &purged, removal))
+            let removal = delete_later(r, &root, purged.cleanup);
+            send_json(r, NGX_HTTP_OK, &reply(&scope, purged.moved, removal))
         }
         Err(err) => {
             log_errno(
@@ -76,17 +73,21 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     }
 }
 
-/// Starts deleting a purged tree; it stays in the trash (deleted by the
-/// next start or purge) when no thread can be started.
-fn delete_later(r: &Request, trash: &std::path::Path) -> &'static str {
-    match remove_in_background(trash.to_owned()) {
-        Ok(()) => "background",
+/// Starts deleting what the purge left; it stays (deleted by the next
+/// start) when no thread can be started.
+fn delete_later(r: &Request, root: &std::path::Path, cleanup: Cleanup) -> &'static str {
+    match clean_up_in_background(root, cleanup) {
+        Ok(true) => "background",
+        Ok(false) => "none",
         Err(err) => {
             log_errno(
                 NGX_LOG_ERR,
                 r.log(),
                 err.raw_os_error().unwrap_or(0),
-                format_args!("static_gen: cannot start deleting \"{}\"", trash.display()),
+                format_args!(
+                    "static_gen: cannot start deleting under \"{}\"",
+                    root.display()
+                ),
             );
             "pending"
         }

@@ -9,6 +9,11 @@
 //! holding the lock shared, and only if no journal entry written since its
 //! note covers its URI. Everything lives in files under the root's reserved
 //! directory, so it holds across workers, reloads and restarts.
+//!
+//! A whole-tree purge also renews the epoch file: any page last written no
+//! later than the epoch is stale and never served, so the purge takes effect
+//! at once whatever the size of the tree, and stale pages are deleted in the
+//! background.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -20,6 +25,7 @@ use crate::scope::Scope;
 use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
 
 const JOURNAL: &str = "purges";
+const EPOCH: &str = "epoch";
 const LOCK: &str = "lock";
 const RESERVED_MODE: u32 = 0o755;
 
@@ -36,6 +42,39 @@ fn journal_path(root: &Path) -> PathBuf {
 
 fn io_error(op: &'static str, path: PathBuf, source: io::Error) -> StoreError {
     StoreError::Io { op, path, source }
+}
+
+/// A file's modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileTime {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+impl FileTime {
+    pub fn of(meta: &fs::Metadata) -> FileTime {
+        FileTime {
+            sec: meta.mtime(),
+            nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+/// When the last whole-tree purge happened, if ever.
+pub fn epoch(root: &Path) -> Result<Option<FileTime>, StoreError> {
+    let path = reserved_dir(root).join(EPOCH);
+    match fs::metadata(&path) {
+        Ok(meta) => Ok(Some(FileTime::of(&meta))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("stat", path, e)),
+    }
+}
+
+/// True for a page written no later than the last whole-tree purge. File
+/// times are coarse (a clock tick): a page written in the purge's own tick
+/// counts as stale, which costs a MISS, never a stale HIT.
+pub fn is_stale(page: FileTime, epoch: Option<FileTime>) -> bool {
+    epoch.is_some_and(|epoch| page <= epoch)
 }
 
 /// Notes the journal's state (creating it the first time).
@@ -89,10 +128,10 @@ pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
     let path = journal_path(root);
     create_dirs(&reserved_dir(root), RESERVED_MODE)?;
     let Some(scope_path) = scope.path() else {
-        // a fresh, empty journal: every earlier mark is now stale
-        let fresh = reserved_dir(root).join(format!("{JOURNAL}.{}", unique_name()));
-        File::create(&fresh).map_err(|e| io_error("create", fresh.clone(), e))?;
-        return fs::rename(&fresh, &path).map_err(|e| io_error("rename to", path, e));
+        // a fresh epoch, then a fresh journal: every earlier page and mark
+        // is now stale
+        replace_with_empty(root, EPOCH)?;
+        return replace_with_empty(root, JOURNAL);
     };
     let mut line = Vec::with_capacity(scope_path.len() + 8);
     line.extend_from_slice(scope.kind().as_bytes());
@@ -108,6 +147,13 @@ pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
     journal
         .write_all(&line)
         .map_err(|e| io_error("write", path, e))
+}
+
+fn replace_with_empty(root: &Path, name: &str) -> Result<(), StoreError> {
+    let path = reserved_dir(root).join(name);
+    let fresh = reserved_dir(root).join(format!("{name}.{}", unique_name()));
+    File::create(&fresh).map_err(|e| io_error("create", fresh.clone(), e))?;
+    fs::rename(&fresh, &path).map_err(|e| io_error("rename to", path, e))
 }
 
 fn parse_entry(line: &[u8]) -> Option<Scope> {
@@ -201,6 +247,29 @@ mod tests {
         assert!(purged_since(&root.0, before, b"/anything").unwrap());
         let after = mark(&root.0).unwrap();
         assert!(!purged_since(&root.0, after, b"/anything").unwrap());
+    }
+
+    #[test]
+    fn whole_tree_purge_makes_older_pages_stale() {
+        let root = Scratch::new("journal-epoch");
+        assert_eq!(epoch(&root.0).unwrap(), None);
+        let page = root.0.join("page.html");
+        fs::write(&page, b"old").unwrap();
+        let old = FileTime::of(&fs::metadata(&page).unwrap());
+        assert!(!is_stale(old, None));
+        record(&root.0, &Scope::All).unwrap();
+        let purged_at = epoch(&root.0).unwrap();
+        assert!(is_stale(old, purged_at));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&page, b"new").unwrap();
+        let new = FileTime::of(&fs::metadata(&page).unwrap());
+        assert!(!is_stale(new, purged_at));
+        record(&root.0, &Scope::Uri(b"/x".to_vec())).unwrap();
+        assert_eq!(
+            epoch(&root.0).unwrap(),
+            purged_at,
+            "partial purges keep the epoch"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{self, TreeLock};
+use crate::journal::{self, is_stale, FileTime, TreeLock};
 use crate::path::{page_file, RESERVED_DIR};
 use crate::scope::Scope;
 use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
@@ -22,11 +22,21 @@ const PAGE_SUFFIX: &str = ".html";
 /// What a purge did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Purged {
-    /// Entries moved out of the tree (top-level directories and pages), or
-    /// pages removed, for one URI.
+    /// Entries moved out of the tree (directories and pages), or pages
+    /// removed, for one URI; none for the whole tree.
     pub moved: usize,
-    /// The directory they were moved into, still to be deleted.
-    pub trash: Option<PathBuf>,
+    /// What remains to be deleted.
+    pub cleanup: Cleanup,
+}
+
+/// Deletion left for after the reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    None,
+    /// A directory the purged entries were moved into.
+    Trash(PathBuf),
+    /// Every page last written no later than this epoch.
+    Stale(FileTime),
 }
 
 /// Purges `scope` from the tree under `root`: records it, then removes or
@@ -35,24 +45,69 @@ pub fn purge(root: &Path, scope: &Scope) -> Result<Purged, StoreError> {
     let _lock = TreeLock::exclusive(root)?;
     journal::record(root, scope)?;
     match scope {
-        Scope::All => move_tree_away(root),
+        Scope::All => {
+            let cleanup = journal::epoch(root)?.map_or(Cleanup::None, Cleanup::Stale);
+            Ok(Purged { moved: 0, cleanup })
+        }
         Scope::Uri(uri) => remove_page(root, uri),
         Scope::Prefix(prefix) => move_prefix_away(root, prefix),
     }
 }
 
+/// Does the deletion a purge left, on a thread of its own, so that the
+/// caller (an nginx event loop) does not wait for a large tree. Returns
+/// whether anything was left to do.
+pub fn clean_up_in_background(root: &Path, cleanup: Cleanup) -> io::Result<bool> {
+    let root = root.to_owned();
+    match cleanup {
+        Cleanup::None => Ok(false),
+        Cleanup::Trash(dir) => spawn_quiet("static_gen purge", move || {
+            let _ = fs::remove_dir_all(&dir);
+        })
+        .map(|()| true),
+        Cleanup::Stale(epoch) => {
+            spawn_quiet("static_gen purge", move || remove_stale(&root, epoch)).map(|()| true)
+        }
+    }
+}
+
+/// Deletes the pages written no later than `epoch`, and directories left
+/// empty, everywhere but the reserved directory.
+pub fn remove_stale(root: &Path, epoch: FileTime) {
+    fn walk(dir: &Path, epoch: FileTime, top: bool) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if top && entry.file_name() == RESERVED_DIR {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                walk(&path, epoch, false);
+                // fails, as it should, when new pages arrived meanwhile
+                let _ = fs::remove_dir(&path);
+            } else if is_stale(FileTime::of(&meta), Some(epoch)) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    walk(root, epoch, true);
+}
+
 /// The purge reply: one line of JSON.
-pub fn reply(scope: &Scope, purged: &Purged, removal: &str) -> String {
+pub fn reply(scope: &Scope, moved: usize, removal: &str) -> String {
     let mut json = format!("{{\"status\":\"ok\",\"scope\":\"{}\"", scope.kind());
     if let Some(path) = scope.path() {
         json.push_str(&format!(",\"{}\":{}", scope.kind(), json_string(path)));
     }
     match scope {
-        Scope::Uri(_) => json.push_str(&format!(",\"removed\":{}}}", purged.moved)),
-        _ => json.push_str(&format!(
-            ",\"moved\":{},\"removal\":\"{removal}\"}}",
-            purged.moved
-        )),
+        Scope::Uri(_) => json.push_str(&format!(",\"removed\":{moved}}}")),
+        Scope::Prefix(_) => {
+            json.push_str(&format!(",\"moved\":{moved},\"removal\":\"{removal}\"}}"))
+        }
+        Scope::All => json.push_str(&format!(",\"removal\":\"{removal}\"}}")),
     }
     json
 }
@@ -133,7 +188,7 @@ fn remove_page(root: &Path, uri: &[u8]) -> Result<Purged, StoreError> {
     match fs::remove_file(&file) {
         Ok(()) => Ok(Purged {
             moved: 1,
-            trash: None,
+            cleanup: Cleanup::None,
         }),
         Err(e)
             if matches!(
@@ -143,7 +198,7 @@ fn remove_page(root: &Path, uri: &[u8]) -> Result<Purged, StoreError> {
         {
             Ok(Purged {
                 moved: 0,
-                trash: None,
+                cleanup: Cleanup::None,
             })
         }
         Err(e) => Err(io_error("unlink", &file, e)),
@@ -194,15 +249,21 @@ fn move_entries(
             Err(e) => return Err(io_error("rename", &from, e)),
         }
     }
-    Ok(Purged {
-        moved,
-        trash: (moved > 0).then_some(trash),
-    })
+    let cleanup = if moved > 0 {
+        Cleanup::Trash(trash)
+    } else {
+        Cleanup::None
+    };
+    Ok(Purged { moved, cleanup })
 }
 
 /// Deletes what a crash may have left under `root`: purged trees not yet
-/// deleted and temporary files of processes that no longer run.
+/// deleted, stale pages, and temporary files of processes that no longer
+/// run.
 pub fn clean_leftovers(root: &Path) {
+    if let Ok(Some(epoch)) = journal::epoch(root) {
+        remove_stale(root, epoch);
+    }
     let reserved = reserved_dir(root);
     if let Ok(trash) = fs::read_dir(reserved.join("trash")) {
         for entry in trash.flatten() {
@@ -225,14 +286,6 @@ pub fn clean_leftovers(root: &Path) {
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
-}
-
-/// Deletes `dir` on a thread of its own, so that the caller (an nginx event
-/// loop) does not wait for a large tree.
-pub fn remove_in_background(dir: PathBuf) -> io::Result<()> {
-    spawn_quiet("static_gen purge", move || {
-        let _ = fs::remove_dir_all(&dir);
-    })
 }
 
 /// Cleans the leftovers of a crash under each root on a thread of its own.
@@ -289,10 +342,12 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [RESERVED_DIR]);
-        let trash = purged.trash.unwrap();
+        let Cleanup::Trash(trash) = purged.cleanup else {
+            panic!("nothing to delete: {:?}", purged.cleanup);
+        };
         assert!(trash.join("articles/hello/index.html").exists());
 
-        remove_in_background(trash.clone()).unwrap();
+        assert!(clean_up_in_background(&root.0, Cleanup::Trash(trash.clone())).unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         while trash.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -345,6 +400,31 @@ mod tests {
     ];
 
     #[test]
+    fn whole_tree_purge_is_instant_and_stale_pages_are_removed_later() {
+        let root = Scratch::new("whole");
+        tree(&root.0, SITE);
+        let purged = purge(&root.0, &Scope::All).unwrap();
+        assert_eq!(purged.moved, 0);
+        let Cleanup::Stale(epoch) = purged.cleanup else {
+            panic!("{:?}", purged.cleanup);
+        };
+        assert_eq!(remaining(&root.0).len(), SITE.len(), "nothing deleted yet");
+        std::thread::sleep(Duration::from_millis(20));
+        tree(&root.0, &["articles/new/index.html"]);
+        remove_stale(&root.0, epoch);
+        assert_eq!(remaining(&root.0), ["articles/new/index.html"]);
+        assert!(!root.0.join("about").exists());
+        assert!(
+            !root.0.join("articles/hello").exists(),
+            "emptied directories go too"
+        );
+        assert!(
+            reserved_dir(&root.0).join("purges").exists(),
+            "the reserved directory stays"
+        );
+    }
+
+    #[test]
     fn prefix_purges() {
         let cases: &[(&str, &[&str])] = &[
             (
@@ -384,7 +464,7 @@ mod tests {
             purged,
             Purged {
                 moved: 1,
-                trash: None
+                cleanup: Cleanup::None
             }
         );
         assert!(!root.0.join("articles/hello/index.html").exists());
@@ -395,27 +475,16 @@ mod tests {
 
     #[test]
     fn replies() {
-        let moved = Purged {
-            moved: 3,
-            trash: None,
-        };
         assert_eq!(
-            reply(&Scope::All, &moved, "background"),
-            r#"{"status":"ok","scope":"all","moved":3,"removal":"background"}"#
+            reply(&Scope::All, 0, "background"),
+            r#"{"status":"ok","scope":"all","removal":"background"}"#
         );
         assert_eq!(
-            reply(&Scope::Prefix(b"/a\"b/".to_vec()), &moved, "background"),
+            reply(&Scope::Prefix(b"/a\"b/".to_vec()), 3, "background"),
             r#"{"status":"ok","scope":"prefix","prefix":"/a\"b/","moved":3,"removal":"background"}"#
         );
         assert_eq!(
-            reply(
-                &Scope::Uri(b"/x/".to_vec()),
-                &Purged {
-                    moved: 1,
-                    trash: None
-                },
-                "none"
-            ),
+            reply(&Scope::Uri(b"/x/".to_vec()), 1, "none"),
             r#"{"status":"ok","scope":"uri","uri":"/x/","removed":1}"#
         );
     }
@@ -438,6 +507,10 @@ mod tests {
         );
         assert!(mine.exists(), "a live process's temp file stays");
         assert!(reserved.join("tmp/x").exists(), "not a temp file of ours");
+        assert!(
+            !root.0.join("stale/index.html").exists(),
+            "a page from before a purge"
+        );
     }
 
     #[test]
@@ -447,7 +520,7 @@ mod tests {
             move_tree_away(&root.0).unwrap(),
             Purged {
                 moved: 0,
-                trash: None
+                cleanup: Cleanup::None
             }
         );
         let missing = root.0.join("missing");
@@ -455,7 +528,7 @@ mod tests {
             move_tree_away(&missing).unwrap(),
             Purged {
                 moved: 0,
-                trash: None
+                cleanup: Cleanup::None
             }
         );
     }
