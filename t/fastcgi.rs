@@ -1,0 +1,467 @@
+//! `fastcgi_pass` to a real FastCGI server: Debian's php-fpm, started by the
+//! test with its own configuration, serving a PHP page. The module must store
+//! what PHP rendered exactly (including bodies larger than the FastCGI
+//! buffers, which reach the filter from nginx's temporary files), serve it
+//! back with PHP's `Content-Type`, and never store a page that sets a cookie.
+//!
+//! Skipped, with a message, when no php-fpm binary is installed (`ci/deps`
+//! installs the `php-fpm` package).
+mod common;
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONF: &str = r#"
+    server {
+        # a small send buffer: a client that does not read makes nginx keep
+        # the FastCGI response in its temporary file
+        listen 127.0.0.1:{{port}} sndbuf=16k;
+        location / {
+            static_gen on;
+            static_gen_root {{tmp}}/gen;
+            add_header X-Static-Gen $static_gen_status always;
+            fastcgi_pass 127.0.0.1:{{fpm}};
+            fastcgi_buffer_size 4k;
+            fastcgi_buffers 4 4k;
+            fastcgi_busy_buffers_size 8k;
+            fastcgi_param SCRIPT_FILENAME {{script}};
+            fastcgi_param SCRIPT_NAME /app.php;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param QUERY_STRING $query_string;
+            fastcgi_param REQUEST_URI $request_uri;
+            fastcgi_param DOCUMENT_URI $document_uri;
+            fastcgi_param CONTENT_TYPE $content_type;
+            fastcgi_param CONTENT_LENGTH $content_length;
+            fastcgi_param SERVER_PROTOCOL $server_protocol;
+            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+            fastcgi_param REMOTE_ADDR $remote_addr;
+            fastcgi_param SERVER_NAME $server_name;
+            fastcgi_param SERVER_PORT $server_port;
+        }
+    }
+"#;
+
+/// The application. Every execution takes the next number from a counter
+/// file (so the test knows how often PHP ran) and prints it with the time,
+/// which makes every rendering unique.
+const APP_PHP: &str = r#"<?php
+function next_request_number() {
+    $f = fopen(__DIR__ . '/counter', 'c+');
+    flock($f, LOCK_EX);
+    $n = (int) stream_get_contents($f) + 1;
+    ftruncate($f, 0);
+    rewind($f);
+    fwrite($f, (string) $n);
+    fflush($f);
+    flock($f, LOCK_UN);
+    fclose($f);
+    return $n;
+}
+$id = sprintf('#%d at %.6f', next_request_number(), microtime(true));
+$path = parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
+header('Content-Type: text/html; charset=utf-8');
+switch ($path) {
+case '/cookie':
+    setcookie('theme', 'dark');
+    echo "<!doctype html>\n<p>cookie page $id</p>\n";
+    break;
+case '/big':
+    echo "<!doctype html>\n<p>big page $id</p>\n";
+    for ($i = 0; $i < 7000; $i++) {
+        printf("<p>line %05d of a large page rendered by php %s</p>\n", $i, $id);
+    }
+    break;
+default:
+    echo "<!doctype html>\n<title>php</title>\n<p>", $_SERVER['REQUEST_METHOD'], ' ',
+        htmlspecialchars($path), " café $id</p>\n";
+    $input = file_get_contents('php://input');
+    if ($input !== '') {
+        echo '<p>posted: ', htmlspecialchars($input), "</p>\n";
+    }
+}
+"#;
+
+/// The php-fpm binary: `php-fpm` on the PATH, else the highest
+/// `/usr/sbin/php-fpm<version>`.
+fn php_fpm_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("php-fpm"))
+        .find(|p| p.is_file());
+    if on_path.is_some() {
+        return on_path;
+    }
+    let mut found: Vec<PathBuf> = fs::read_dir("/usr/sbin")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("php-fpm"))
+                && p.is_file()
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A php-fpm master (and its pool) in its own process group, with its
+/// configuration, logs and the PHP script in its own temp dir. Stopped on
+/// drop, also when the test panics.
+struct PhpFpm {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl PhpFpm {
+    /// Starts php-fpm, or returns `None` (after saying so) when there is none.
+    fn start() -> Option<PhpFpm> {
+        let Some(binary) = php_fpm_binary() else {
+            eprintln!("skipped: php-fpm not installed (ci/deps installs the php-fpm package)");
+            return None;
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = TempDir::new("php-fpm");
+            dir.write("app.php", APP_PHP);
+            let port = free_port();
+            let conf = format!(
+                "[global]\n\
+                 pid = {d}/php-fpm.pid\n\
+                 error_log = {d}/php-fpm.log\n\
+                 daemonize = no\n\
+                 \n\
+                 [app]\n\
+                 listen = 127.0.0.1:{port}\n\
+                 pm = static\n\
+                 pm.max_children = 2\n\
+                 clear_env = yes\n\
+                 catch_workers_output = yes\n\
+                 security.limit_extensions = .php\n",
+                d = dir.path().display()
+            );
+            let conf_path = dir.write("php-fpm.conf", conf);
+            let mut cmd = Command::new(&binary);
+            // -n: no php.ini, so the machine's settings do not matter;
+            // -R: the tests run as root, and so does the pool.
+            cmd.arg("-n")
+                .arg("-y")
+                .arg(&conf_path)
+                .arg("-p")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            if is_root() {
+                cmd.arg("-R");
+            }
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+            let mut fpm = PhpFpm { child, port, dir };
+            match fpm.wait_ready() {
+                Ok(()) => return Some(fpm),
+                Err(e) => {
+                    let log = fs::read_to_string(fpm.dir.join("php-fpm.log")).unwrap_or_default();
+                    drop(fpm);
+                    if attempt < 3 && log.contains("Address already in use") {
+                        continue;
+                    }
+                    panic!("php-fpm ({}) did not start: {e}\n{log}", binary.display());
+                }
+            }
+        }
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("php-fpm exited with {status}"));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("port {} does not accept connections", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn script(&self) -> PathBuf {
+        self.dir.join("app.php")
+    }
+
+    /// How many times PHP ran the script.
+    fn executions(&self) -> usize {
+        fs::read_to_string(self.dir.join("counter"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("php-fpm.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PhpFpm {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SIGTERM: the master stops its pool and exits. The master is not
+        // reaped before the SIGKILL below, so the process group id cannot
+        // have been reused by then.
+        // SAFETY: plain kill(2) calls on our own child's process group.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let gone = wait_until(Duration::from_secs(3), || is_zombie_or_gone(pid));
+        if !gone {
+            eprintln!("php-fpm {pid}: still running after SIGTERM, killing its process group");
+        }
+        // Whatever is left of the group (the pool's children included).
+        // SAFETY: as above.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- php-fpm.log ---\n{}", self.log());
+        }
+    }
+}
+
+fn is_zombie_or_gone(pid: libc::pid_t) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn start_nginx(fpm: &PhpFpm) -> NginxHandle {
+    Nginx::new(CONF)
+        .var("fpm", fpm.port)
+        .var("script", fpm.script().display())
+        .start()
+}
+
+/// The page file of `uri` under the generated root.
+fn page(nginx: &NginxHandle, uri: &str) -> PathBuf {
+    let rel = uri.trim_start_matches('/');
+    if uri.ends_with('/') {
+        nginx.path(format!("gen/{rel}index.html"))
+    } else {
+        nginx.path(format!("gen/{rel}.html"))
+    }
+}
+
+/// The page file's bytes once it appears.
+fn stored(path: &Path) -> Vec<u8> {
+    assert!(
+        wait_until(TIMEOUT, || path.exists()),
+        "{} was not stored",
+        path.display()
+    );
+    fs::read(path).unwrap()
+}
+
+/// Splits a page file into its header and body.
+fn split_page(file: &[u8]) -> (String, Vec<u8>) {
+    let end = file
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .expect("page header")
+        + 2;
+    (
+        String::from_utf8_lossy(&file[..end]).into_owned(),
+        file[end..].to_vec(),
+    )
+}
+
+fn temp_files(nginx: &NginxHandle) -> Vec<PathBuf> {
+    list_files(&nginx.path("gen/.static_gen/tmp"))
+}
+
+#[test]
+fn php_page_is_stored_and_served_back_exactly() {
+    let Some(fpm) = PhpFpm::start() else { return };
+    let nginx = start_nginx(&fpm);
+    let port = nginx.port();
+
+    let first = get(port, "/articles/hello/");
+    assert_eq!(first.status, 200, "{first}");
+    assert_eq!(first.sg_status(), "MISS", "{first}");
+    assert_eq!(
+        first.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        first.text().contains("<p>GET /articles/hello/ café #1 at "),
+        "not PHP's page: {first}"
+    );
+    assert_eq!(fpm.executions(), 1);
+
+    let file = stored(&page(&nginx, "/articles/hello/"));
+    let (header, body) = split_page(&file);
+    assert_eq!(
+        header,
+        "static_gen 1\ncontent-type: text/html; charset=utf-8\nuri: /articles/hello/\n\n"
+    );
+    assert_eq!(body, first.body, "the page file holds exactly PHP's output");
+
+    let second = get(port, "/articles/hello/");
+    assert_eq!(second.status, 200, "{second}");
+    assert_eq!(second.sg_status(), "HIT", "{second}");
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        second.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        second.header("Content-Length"),
+        Some(first.body.len().to_string().as_str())
+    );
+    assert_eq!(fpm.executions(), 1, "a HIT does not run PHP");
+    assert!(temp_files(&nginx).is_empty(), "{:?}", temp_files(&nginx));
+    nginx.assert_no_alerts();
+}
+
+#[test]
+fn php_page_that_sets_a_cookie_is_not_stored() {
+    let Some(fpm) = PhpFpm::start() else { return };
+    let nginx = start_nginx(&fpm);
+    let port = nginx.port();
+
+    let first = get(port, "/cookie");
+    assert_eq!(first.status, 200, "{first}");
+    assert_eq!(first.sg_status(), "MISS", "{first}");
+    assert!(
+        first
+            .header("Set-Cookie")
+            .is_some_and(|c| c.starts_with("theme=dark")),
+        "{first}"
+    );
+    assert!(first.text().contains("cookie page #1 "), "{first}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !page(&nginx, "/cookie").exists(),
+        "a cookie page was stored"
+    );
+
+    let second = get(port, "/cookie");
+    assert_eq!(second.sg_status(), "MISS", "{second}");
+    assert!(second.text().contains("cookie page #2 "), "{second}");
+    assert!(!page(&nginx, "/cookie").exists());
+    assert!(
+        wait_until(TIMEOUT, || temp_files(&nginx).is_empty()),
+        "{:?}",
+        temp_files(&nginx)
+    );
+    assert_eq!(fpm.executions(), 2);
+}
+
+#[test]
+fn post_reaches_php_even_when_a_page_is_stored() {
+    let Some(fpm) = PhpFpm::start() else { return };
+    let nginx = start_nginx(&fpm);
+    let port = nginx.port();
+
+    let first = get(port, "/contact/");
+    assert_eq!(first.sg_status(), "MISS", "{first}");
+    stored(&page(&nginx, "/contact/"));
+    assert_eq!(get(port, "/contact/").sg_status(), "HIT");
+
+    let posted = request(
+        port,
+        &build_request(
+            "POST",
+            "/contact/",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"name=ann&msg=hi",
+        ),
+    );
+    assert_eq!(posted.status, 200, "{posted}");
+    assert_eq!(posted.sg_status(), "BYPASS", "{posted}");
+    assert!(
+        posted.text().contains("<p>POST /contact/ café #2 at "),
+        "{posted}"
+    );
+    assert!(
+        posted.text().contains("<p>posted: name=ann&amp;msg=hi</p>"),
+        "PHP did not get the request body: {posted}"
+    );
+    assert_eq!(fpm.executions(), 2);
+
+    // the POST did not replace the stored page
+    let again = get(port, "/contact/");
+    assert_eq!(again.sg_status(), "HIT", "{again}");
+    assert_eq!(again.body, first.body);
+    assert_eq!(fpm.executions(), 2);
+}
+
+#[test]
+fn large_php_response_is_stored_byte_exact() {
+    let Some(fpm) = PhpFpm::start() else { return };
+    let nginx = start_nginx(&fpm);
+    let port = nginx.port();
+
+    // The client reads only after a pause: nginx meanwhile keeps most of the
+    // response in its FastCGI temporary file, so the filter sees file buffers.
+    let mut conn = Conn::open(port).unwrap();
+    conn.send(&build_request("GET", "/big", &[], b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let first = conn.read_response("GET").unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.sg_status(), "MISS");
+    assert!(first.complete, "incomplete: {} bytes", first.body.len());
+    assert!(
+        first.body.len() > 300_000,
+        "only {} bytes",
+        first.body.len()
+    );
+    let text = first.text();
+    assert!(text.starts_with("<!doctype html>\n<p>big page #1 at "));
+    assert!(
+        text.contains("<p>line 06999 of a large page rendered by php #1 at "),
+        "the end of PHP's output is missing"
+    );
+    assert!(
+        nginx
+            .error_log()
+            .contains("an upstream response is buffered to a temporary file"),
+        "the response did not go through a FastCGI temp file:\n{}",
+        nginx.error_log()
+    );
+
+    let (_, body) = split_page(&stored(&page(&nginx, "/big")));
+    assert_eq!(body.len(), first.body.len());
+    assert!(
+        body == first.body,
+        "the stored page differs from PHP's output"
+    );
+
+    let hit = get(port, "/big");
+    assert_eq!(hit.sg_status(), "HIT", "{hit}");
+    assert!(hit.body == first.body, "the HIT differs from PHP's output");
+    assert_eq!(fpm.executions(), 1);
+    assert!(temp_files(&nginx).is_empty(), "{:?}", temp_files(&nginx));
+    nginx.assert_no_alerts();
+}
