@@ -20,6 +20,7 @@ use ngx::ngx_string;
 use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::matcher::{PatternList, UriFilter};
+use static_gen_logic::rules::parse_types;
 
 use crate::ext::ConfExt;
 use crate::{purge, StaticGenModule};
@@ -229,75 +230,110 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 13] = [
     ngx_command_t::empty(),
 ];
 
-/// Runs a directive handler on our configuration with safe references.
-unsafe fn with_conf(
-    cf: *mut ngx_conf_t,
-    conf: *mut c_void,
-    f: impl FnOnce(&mut ngx_conf_t, &mut StaticGenConf, &[ngx_str_t]) -> *mut c_char,
-) -> *mut c_char {
-    let cf = &mut *cf;
-    let conf = &mut *conf.cast::<StaticGenConf>();
-    let args = cf.args().to_vec();
-    f(cf, conf, &args)
+/// Defines a directive handler: nginx's `set` callback, run on our
+/// configuration with safe references and the directive's arguments (its
+/// name first).
+macro_rules! directive_handler {
+    ($name:ident, |$cf:ident, $conf:ident, $args:ident| $body:expr) => {
+        extern "C" fn $name(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx calls `set` with the configuration being parsed
+            // and this module's location configuration.
+            let ($cf, $conf) = unsafe { (&mut *cf, &mut *conf.cast::<StaticGenConf>()) };
+            let $args = $cf.args().to_vec();
+            $body
+        }
+    };
 }
 
-fn utf8_arg<'a>(cf: &ngx_conf_t, arg: &'a ngx_str_t) -> Result<&'a str, *mut c_char> {
-    arg.to_str().map_err(|_| {
-        cf.emerg(format_args!(
-            "\"{}\": \"{}\" is not valid UTF-8",
-            cf.args()[0],
-            arg
-        ))
-    })
-}
+const NGX_CONF_DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
 
-extern "C" fn set_root(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, args| {
-            if conf.root.is_some() {
-                return c"is duplicate".as_ptr().cast_mut();
-            }
-            let mut value = args[1];
-            if value.is_empty() {
-                return cf.emerg(format_args!("\"static_gen_root\": empty path"));
-            }
-            // relative to the prefix, as `root` is
-            if ngx_conf_full_name(cf.cycle, &mut value, 0) != 0 {
-                return ngx::core::NGX_CONF_ERROR;
-            }
-            match compile_root(cf, value) {
-                Ok(root) => {
-                    conf.root = Some(root);
-                    NGX_CONF_OK
-                }
-                Err(()) => ngx::core::NGX_CONF_ERROR,
-            }
+/// The directive's arguments as UTF-8 (its name left out).
+fn utf8_args<'a>(cf: &ngx_conf_t, args: &'a [ngx_str_t]) -> Result<Vec<&'a str>, *mut c_char> {
+    args[1..]
+        .iter()
+        .map(|arg| {
+            arg.to_str().map_err(|_| {
+                cf.emerg(format_args!(
+                    "\"{}\": \"{arg}\" is not valid UTF-8",
+                    args[0]
+                ))
+            })
         })
+        .collect()
+}
+
+/// Sets `slot` once, from the arguments through `parse`; a parse error
+/// fails the configuration naming the directive.
+fn set_once<T, E: core::fmt::Display>(
+    cf: &ngx_conf_t,
+    slot: &mut Option<T>,
+    args: &[ngx_str_t],
+    parse: impl FnOnce(&[&str]) -> Result<T, E>,
+) -> *mut c_char {
+    if slot.is_some() {
+        return NGX_CONF_DUPLICATE;
+    }
+    let words = match utf8_args(cf, args) {
+        Ok(words) => words,
+        Err(e) => return e,
+    };
+    match parse(&words) {
+        Ok(value) => {
+            *slot = Some(value);
+            NGX_CONF_OK
+        }
+        Err(err) => cf.emerg(format_args!("\"{}\": {err}", args[0])),
     }
 }
+
+directive_handler!(set_root, |cf, conf, args| {
+    if conf.root.is_some() {
+        return NGX_CONF_DUPLICATE;
+    }
+    let mut value = args[1];
+    if value.is_empty() {
+        return cf.emerg(format_args!("\"static_gen_root\": empty path"));
+    }
+    // relative to the prefix, as `root` is
+    // SAFETY: `cf.cycle` is the cycle being configured.
+    if unsafe { ngx_conf_full_name(cf.cycle, &mut value, 0) } != 0 {
+        return ngx::core::NGX_CONF_ERROR;
+    }
+    match compile_root(cf, value) {
+        Some(root) => {
+            conf.root = Some(root);
+            NGX_CONF_OK
+        }
+        None => ngx::core::NGX_CONF_ERROR,
+    }
+});
 
 /// Compiles a root path; variables make it a complex value.
-unsafe fn compile_root(cf: &mut ngx_conf_t, mut value: ngx_str_t) -> Result<Root, ()> {
+fn compile_root(cf: &mut ngx_conf_t, mut value: ngx_str_t) -> Option<Root> {
     let Some(dollar) = value.as_bytes().iter().position(|&b| b == b'$') else {
-        return Ok(Root::Static(path_from(value.as_bytes())));
+        return Some(Root::Static(path_from(value.as_bytes())));
     };
     let prefix = value.as_bytes()[..dollar].to_vec();
-    let complex = ngx::core::Pool::from_ngx_pool(cf.pool).calloc_type::<ngx_http_complex_value_t>();
+    // SAFETY: the configuration pool outlives the configuration.
+    let pool = unsafe { ngx::core::Pool::from_ngx_pool(cf.pool) };
+    let complex = pool.calloc_type::<ngx_http_complex_value_t>();
     if complex.is_null() {
-        return Err(());
+        return None;
     }
-    let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
+    // SAFETY: a zeroed compile request is its documented initial state.
+    let mut ccv: ngx_http_compile_complex_value_t = unsafe { mem::zeroed() };
     ccv.cf = cf;
     ccv.value = &mut value;
     ccv.complex_value = complex;
-    if ngx_http_compile_complex_value(&mut ccv) != 0 {
-        return Err(());
+    // SAFETY: all fields nginx reads are set above.
+    if unsafe { ngx_http_compile_complex_value(&mut ccv) } != 0 {
+        return None;
     }
-    Ok(Root::Variable {
+    Some(Root::Variable {
         value: complex,
         prefix,
     })
@@ -311,36 +347,23 @@ fn path_from(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(trimmed))
 }
 
-extern "C" fn add_include(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, args| {
-            add_patterns(cf, &mut conf.include, args)
-        })
-    }
-}
-
-extern "C" fn add_exclude(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, args| {
-            add_patterns(cf, &mut conf.exclude, args)
-        })
-    }
-}
+directive_handler!(add_include, |cf, conf, args| add_patterns(
+    cf,
+    &mut conf.include,
+    &args
+));
+directive_handler!(add_exclude, |cf, conf, args| add_patterns(
+    cf,
+    &mut conf.exclude,
+    &args
+));
 
 fn add_patterns(cf: &ngx_conf_t, list: &mut PatternList, args: &[ngx_str_t]) -> *mut c_char {
-    for arg in &args[1..] {
-        let pattern = match utf8_arg(cf, arg) {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    let patterns = match utf8_args(cf, args) {
+        Ok(patterns) => patterns,
+        Err(e) => return e,
+    };
+    for pattern in patterns {
         if let Err(err) = list.add(pattern) {
             return cf.emerg(format_args!(
                 "\"{}\": invalid regular expression \"{pattern}\": {err}",
@@ -351,107 +374,37 @@ fn add_patterns(cf: &ngx_conf_t, list: &mut PatternList, args: &[ngx_str_t]) -> 
     NGX_CONF_OK
 }
 
-extern "C" fn set_session_cookies(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, args| {
-            if conf.cookies.is_some() {
-                return c"is duplicate".as_ptr().cast_mut();
-            }
-            let names: Result<Vec<&str>, _> = args[1..].iter().map(|a| utf8_arg(cf, a)).collect();
-            let names = match names {
-                Ok(names) => names,
-                Err(e) => return e,
-            };
-            match SessionCookies::new(names) {
-                Ok(cookies) => {
-                    conf.cookies = Some(cookies);
-                    NGX_CONF_OK
-                }
-                Err(err) => cf.emerg(format_args!("\"static_gen_session_cookie\": {err}")),
-            }
-        })
-    }
-}
+directive_handler!(set_session_cookies, |cf, conf, args| {
+    set_once(cf, &mut conf.cookies, &args, |words: &[&str]| {
+        SessionCookies::new(words)
+    })
+});
 
-extern "C" fn set_types(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, args| {
-            if conf.types.is_some() {
-                return c"is duplicate".as_ptr().cast_mut();
-            }
-            let mut types = Vec::new();
-            for arg in &args[1..] {
-                match utf8_arg(cf, arg) {
-                    Ok(t) if t == "*" || (t.contains('/') && !t.contains(';')) => {
-                        types.push(t.to_ascii_lowercase())
-                    }
-                    Ok(t) => {
-                        return cf.emerg(format_args!(
-                            "\"static_gen_types\": invalid MIME type \"{t}\""
-                        ))
-                    }
-                    Err(e) => return e,
-                }
-            }
-            conf.types = Some(types);
-            NGX_CONF_OK
-        })
-    }
-}
+directive_handler!(set_types, |cf, conf, args| set_once(
+    cf,
+    &mut conf.types,
+    &args,
+    |words: &[&str]| parse_types(words)
+));
 
-extern "C" fn set_access(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, args| {
-            if conf.access.is_some() {
-                return c"is duplicate".as_ptr().cast_mut();
-            }
-            let words: Result<Vec<&str>, _> = args[1..].iter().map(|a| utf8_arg(cf, a)).collect();
-            let words = match words {
-                Ok(words) => words,
-                Err(e) => return e,
-            };
-            match parse_access(&words) {
-                Ok(mode) => {
-                    conf.access = Some(mode);
-                    NGX_CONF_OK
-                }
-                Err(err) => cf.emerg(format_args!("\"static_gen_access\": {err}")),
-            }
-        })
-    }
-}
+directive_handler!(set_access, |cf, conf, args| set_once(
+    cf,
+    &mut conf.access,
+    &args,
+    |words: &[&str]| parse_access(words)
+));
 
-extern "C" fn set_purge(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        with_conf(cf, conf, |cf, conf, _| {
-            if conf.purge {
-                return c"is duplicate".as_ptr().cast_mut();
-            }
-            conf.purge = true;
-            let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
-                return ngx::core::NGX_CONF_ERROR;
-            };
-            clcf.handler = Some(purge::purge_handler);
-            NGX_CONF_OK
-        })
+directive_handler!(set_purge, |cf, conf, _args| {
+    if conf.purge {
+        return NGX_CONF_DUPLICATE;
     }
-}
+    conf.purge = true;
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return ngx::core::NGX_CONF_ERROR;
+    };
+    clcf.handler = Some(purge::purge_handler);
+    NGX_CONF_OK
+});
 
 /// Merges a level with the one above it, then works out which tree the
 /// level uses, failing the configuration where none can be known.

@@ -91,6 +91,43 @@ pub fn cache_control_forbids_sharing(value: &[u8]) -> bool {
     })
 }
 
+/// A `static_gen_types` value that is not a MIME type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError(pub String);
+
+impl std::fmt::Display for TypeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid MIME type \"{}\"", self.0)
+    }
+}
+
+impl std::error::Error for TypeError {}
+
+/// Parses `static_gen_types`: `type/subtype` without parameters, or `*`;
+/// lowercased.
+pub fn parse_types<S: AsRef<str>>(types: &[S]) -> Result<Vec<String>, TypeError> {
+    types
+        .iter()
+        .map(|t| {
+            let t = t.as_ref();
+            let valid = t == "*"
+                || t.split_once('/').is_some_and(|(main, sub)| {
+                    let token = |s: &str| {
+                        !s.is_empty()
+                            && s.bytes()
+                                .all(|b| b.is_ascii_graphic() && b != b';' && b != b'/')
+                    };
+                    token(main) && token(sub)
+                });
+            if valid {
+                Ok(t.to_ascii_lowercase())
+            } else {
+                Err(TypeError(t.to_owned()))
+            }
+        })
+        .collect()
+}
+
 /// The MIME type of a `Content-Type` value, without parameters.
 pub fn mime_type(content_type: &[u8]) -> &[u8] {
     content_type
@@ -206,6 +243,17 @@ mod tests {
             }),
             Ok(())
         );
+    }
+
+    #[test]
+    fn type_lists() {
+        assert_eq!(
+            parse_types(&["text/HTML", "*"]),
+            Ok(vec!["text/html".into(), "*".into()])
+        );
+        for bad in ["html", "text/html;charset=utf-8", "/html", "text/", "a/b/c"] {
+            assert!(parse_types(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]
