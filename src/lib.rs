@@ -3,8 +3,9 @@
 //! to the client, and purges the tree on demand.
 //!
 //! This file only declares the module; see `conf` for the directives,
-//! `lookup` for the HIT path, `store` for the MISS path, `purge` for the
-//! purge handler and `variable` for `$static_gen_status`.
+//! `lookup` for the precontent phase, `hit` for serving pages, `store` for
+//! the MISS path, `purge` for the purge handler and `variable` for
+//! `$static_gen_status`.
 
 use core::ptr;
 
@@ -19,6 +20,7 @@ use static_gen_logic::purge::clean_in_background as purge_leftovers_in_backgroun
 mod conf;
 mod ctx;
 mod ext;
+mod hit;
 mod log;
 mod lookup;
 mod purge;

@@ -1,7 +1,6 @@
-//! The HIT path: in the precontent phase, decide whether the request takes
-//! part, look for its page, and when there is one, replace the location's
-//! content handler with one that serves the page as nginx's static module
-//! serves a file.
+//! The lookup: in the precontent phase, decide whether the request takes
+//! part, look for its page, and when there is a fresh one, replace the
+//! location's content handler with the one in `hit` that serves it.
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
@@ -11,21 +10,20 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nginx_sys::{
-    ngx_array_push, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_file_t, ngx_http_handler_pt,
-    ngx_http_output_filter, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE,
-    ngx_http_request_t, ngx_http_send_header, ngx_http_set_etag, ngx_int_t, ngx_str_t,
-    ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_OK, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t,
+    ngx_str_t, ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
-use static_gen_logic::rules::mime_type;
 
 use crate::conf::{Root, StaticGenConf};
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::RequestExt;
+use crate::hit;
 use crate::log::log_errno;
 use crate::store::log_store_error;
 use crate::StaticGenModule;
@@ -60,7 +58,7 @@ extern "C" fn lookup_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
     if hit {
-        r.raw_mut().content_handler = Some(serve_hit);
+        r.raw_mut().content_handler = Some(hit::serve_hit);
     }
     Status::NGX_DECLINED.into()
 }
@@ -252,79 +250,4 @@ fn open_page(path: &Path) -> Result<HitPage, OpenError> {
         path: path.to_owned(),
         file,
     })
-}
-
-/// Content handler of a HIT: the page's header, then its body straight
-/// from the file (sendfile where nginx uses it).
-extern "C" fn serve_hit(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls content handlers with a live request.
-    let r = unsafe { Request::from_ngx_http_request(r) };
-    let rc = r.discard_request_body();
-    if rc != Status::NGX_OK {
-        return rc.into();
-    }
-    let Some(page) = ctx::get(r).and_then(|c| c.hit.as_ref()) else {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    };
-    match send_page(r, page) {
-        Ok(rc) => rc,
-        Err(()) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    }
-}
-
-fn send_page(r: &mut Request, page: &HitPage) -> Result<ngx_int_t, ()> {
-    let pool = r.pool().as_ptr();
-    let body_len = page.size - page.body_offset;
-    // SAFETY: the pool lives as long as the request.
-    let content_type = unsafe { ngx_str_t::from_bytes(pool, &page.content_type) }.ok_or(())?;
-    {
-        let out = &mut r.raw_mut().headers_out;
-        out.status = NGX_HTTP_OK as usize;
-        out.content_length_n = body_len as i64;
-        out.last_modified_time = page.mtime;
-        out.content_type_len = mime_type(&page.content_type).len();
-        out.content_type = content_type;
-        out.content_type_lowcase = core::ptr::null_mut();
-    }
-    let raw: *mut ngx_http_request_t = r.into();
-    // SAFETY: `raw` is the live request.
-    unsafe {
-        if ngx_http_set_etag(raw) != Status::NGX_OK.0 {
-            return Err(());
-        }
-        (*raw).set_allow_ranges(1);
-        let rc = ngx_http_send_header(raw);
-        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*raw).header_only() != 0 {
-            return Ok(rc);
-        }
-        let chain = page_chain(r, page, body_len).ok_or(())?;
-        Ok(ngx_http_output_filter(raw, chain))
-    }
-}
-
-/// One buffer pointing at the body in the page file.
-fn page_chain(r: &Request, page: &HitPage, body_len: u64) -> Option<*mut ngx_chain_t> {
-    use std::os::fd::AsRawFd;
-    let pool = r.pool();
-    let buf = pool.calloc_type::<ngx_buf_t>();
-    let chain = pool.calloc_type::<ngx_chain_t>();
-    // SAFETY: zeroed pool allocations, filled in before use.
-    let (buf, chain) = unsafe { (buf.as_mut()?, chain.as_mut()?) };
-    if body_len > 0 {
-        let file = pool.calloc_type::<ngx_file_t>();
-        let file = unsafe { file.as_mut()? };
-        file.fd = page.file.as_raw_fd();
-        file.name =
-            unsafe { ngx_str_t::from_bytes(pool.as_ptr(), page.path.as_os_str().as_bytes())? };
-        file.log = r.log();
-        buf.file = file;
-        buf.file_pos = page.body_offset as i64;
-        buf.file_last = page.size as i64;
-        buf.set_in_file(1);
-    }
-    buf.set_last_buf(1);
-    buf.set_last_in_chain(1);
-    chain.buf = buf;
-    chain.next = core::ptr::null_mut();
-    Some(chain)
 }
