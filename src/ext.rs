@@ -57,6 +57,11 @@ pub(crate) trait RequestExt {
             || memchr_byte(b'?', self.raw().unparsed_uri.as_bytes()).is_some()
     }
 
+    /// An `Authorization` header (HTTP authentication).
+    fn has_credentials(&self) -> bool {
+        !self.raw().headers_in.authorization.is_null()
+    }
+
     fn is_get(&self) -> bool {
         self.raw().method == NGX_HTTP_GET as usize
     }

@@ -142,7 +142,8 @@ fn miss(
 /// The root and page file of an eligible request, or `None` when it must
 /// bypass.
 fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, PathBuf)> {
-    if !r.is_get_or_head() || r.has_query() {
+    // credentials mean a private answer, as for a session cookie
+    if !r.is_get_or_head() || r.has_query() || r.has_credentials() {
         return None;
     }
     let cookies = conf.cookies();

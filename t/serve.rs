@@ -197,6 +197,24 @@ fn session_cookie_is_neither_served_nor_stored() {
 }
 
 #[test]
+fn authenticated_requests_bypass() {
+    let up = counting_upstream();
+    let nginx = start(&up);
+    miss_then_hit(&nginx, "/about");
+    let auth = [("Authorization", "Basic dXNlcjpwYXNz")];
+    let r = get_with(nginx.port(), "/about", &auth);
+    assert_eq!(r.sg_status(), "BYPASS", "{r}");
+    assert_eq!(
+        r.text(),
+        "GET /about #1",
+        "an authenticated visitor gets a fresh page"
+    );
+    let private = get_with(nginx.port(), "/articles/private/", &auth);
+    assert_eq!(private.sg_status(), "BYPASS");
+    assert!(!page(&nginx, "/articles/private/").exists());
+}
+
+#[test]
 fn other_cookies_do_not_count() {
     let up = counting_upstream();
     let nginx = start(&up);
