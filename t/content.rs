@@ -60,22 +60,12 @@ fn start(up: &Upstream) -> NginxHandle {
     Nginx::new(CONF).var("up", up.port()).start()
 }
 
-/// Waits for a page file and returns its body (after the page header).
 fn stored(path: &Path) -> Vec<u8> {
-    assert!(
-        wait_until(TIMEOUT, || path.exists()),
-        "{} not stored",
-        path.display()
-    );
-    let bytes = std::fs::read(path).unwrap();
-    let end = bytes.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
-    bytes[end..].to_vec()
+    stored_body(path)
 }
 
-fn assert_not_stored(nginx: &NginxHandle, path: &Path) {
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(!path.exists(), "{} stored", path.display());
-    assert!(list_files(&nginx.path("gen/.static_gen/tmp")).is_empty());
+fn assert_not_stored_under(nginx: &NginxHandle, path: &Path) {
+    assert_not_stored(path, &nginx.path("gen"));
 }
 
 fn gunzip(data: &[u8]) -> Vec<u8> {
@@ -151,7 +141,7 @@ fn compressing_upstream_still_yields_an_identity_page() {
     // an upstream that compresses regardless is passed through unstored
     let always = get_with(nginx.port(), "/gzip/always", &gzip);
     assert_eq!(always.body, b"\x1f\x8bnot really");
-    assert_not_stored(&nginx, &nginx.path("gen/gzip/always.html"));
+    assert_not_stored_under(&nginx, &nginx.path("gen/gzip/always.html"));
 }
 
 #[test]
@@ -166,7 +156,7 @@ fn only_configured_types_are_stored_with_their_exact_type() {
     });
     let nginx = start(&up);
     get(nginx.port(), "/data.json");
-    assert_not_stored(&nginx, &nginx.path("gen/data.json.html"));
+    assert_not_stored_under(&nginx, &nginx.path("gen/data.json.html"));
     get(nginx.port(), "/typed/data.json");
     stored(&nginx.path("gen/typed/data.json.html"));
     let hit = get(nginx.port(), "/typed/data.json");
@@ -198,7 +188,7 @@ fn vary_on_other_headers_is_not_stored() {
     let nginx = start(&up);
     for path in ["/star", "/language", "/agent"] {
         get(nginx.port(), path);
-        assert_not_stored(&nginx, &nginx.path(format!("gen{path}.html")));
+        assert_not_stored_under(&nginx, &nginx.path(format!("gen{path}.html")));
     }
     get(nginx.port(), "/ok");
     assert_eq!(stored(&nginx.path("gen/ok.html")), b"v");
@@ -221,7 +211,7 @@ fn bodies_over_max_size_pass_through_unstored() {
     for path in ["/small/length", "/small/chunked"] {
         let r = get(nginx.port(), path);
         assert_eq!(r.body, big, "{path}: the client gets it all");
-        assert_not_stored(&nginx, &nginx.path(format!("gen{path}.html")));
+        assert_not_stored_under(&nginx, &nginx.path(format!("gen{path}.html")));
     }
     get(nginx.port(), "/small/fits");
     assert_eq!(stored(&nginx.path("gen/small/fits.html")).len(), 1024);
@@ -249,7 +239,7 @@ fn bypass_and_no_store_conditions() {
 
     let with_token = get_with(port, "/cond/b", &[("Cookie", "csrftoken=secret")]);
     assert_eq!(with_token.sg_status(), "MISS");
-    assert_not_stored(&nginx, &nginx.path("gen/cond/b.html"));
+    assert_not_stored_under(&nginx, &nginx.path("gen/cond/b.html"));
     get(port, "/cond/b");
     stored(&nginx.path("gen/cond/b.html"));
 }

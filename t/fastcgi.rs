@@ -263,16 +263,6 @@ fn start_nginx(fpm: &PhpFpm) -> NginxHandle {
         .start()
 }
 
-/// The page file of `uri` under the generated root.
-fn page(nginx: &NginxHandle, uri: &str) -> PathBuf {
-    let rel = uri.trim_start_matches('/');
-    if uri.ends_with('/') {
-        nginx.path(format!("gen/{rel}index.html"))
-    } else {
-        nginx.path(format!("gen/{rel}.html"))
-    }
-}
-
 /// The page file's bytes once it appears.
 fn stored(path: &Path) -> Vec<u8> {
     assert!(
@@ -281,23 +271,6 @@ fn stored(path: &Path) -> Vec<u8> {
         path.display()
     );
     fs::read(path).unwrap()
-}
-
-/// Splits a page file into its header and body.
-fn split_page(file: &[u8]) -> (String, Vec<u8>) {
-    let end = file
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .expect("page header")
-        + 2;
-    (
-        String::from_utf8_lossy(&file[..end]).into_owned(),
-        file[end..].to_vec(),
-    )
-}
-
-fn temp_files(nginx: &NginxHandle) -> Vec<PathBuf> {
-    list_files(&nginx.path("gen/.static_gen/tmp"))
 }
 
 #[test]
@@ -319,7 +292,7 @@ fn php_page_is_stored_and_served_back_exactly() {
     );
     assert_eq!(fpm.executions(), 1);
 
-    let file = stored(&page(&nginx, "/articles/hello/"));
+    let file = stored(&nginx.page("/articles/hello/"));
     let (header, body) = split_page(&file);
     assert_eq!(
         header,
@@ -340,7 +313,11 @@ fn php_page_is_stored_and_served_back_exactly() {
         Some(first.body.len().to_string().as_str())
     );
     assert_eq!(fpm.executions(), 1, "a HIT does not run PHP");
-    assert!(temp_files(&nginx).is_empty(), "{:?}", temp_files(&nginx));
+    assert!(
+        temp_files(&nginx.path("gen")).is_empty(),
+        "{:?}",
+        temp_files(&nginx.path("gen"))
+    );
     nginx.assert_no_alerts();
 }
 
@@ -361,19 +338,16 @@ fn php_page_that_sets_a_cookie_is_not_stored() {
     );
     assert!(first.text().contains("cookie page #1 "), "{first}");
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        !page(&nginx, "/cookie").exists(),
-        "a cookie page was stored"
-    );
+    assert!(!nginx.page("/cookie").exists(), "a cookie page was stored");
 
     let second = get(port, "/cookie");
     assert_eq!(second.sg_status(), "MISS", "{second}");
     assert!(second.text().contains("cookie page #2 "), "{second}");
-    assert!(!page(&nginx, "/cookie").exists());
+    assert!(!nginx.page("/cookie").exists());
     assert!(
-        wait_until(TIMEOUT, || temp_files(&nginx).is_empty()),
+        wait_until(TIMEOUT, || temp_files(&nginx.path("gen")).is_empty()),
         "{:?}",
-        temp_files(&nginx)
+        temp_files(&nginx.path("gen"))
     );
     assert_eq!(fpm.executions(), 2);
 }
@@ -386,7 +360,7 @@ fn post_reaches_php_even_when_a_page_is_stored() {
 
     let first = get(port, "/contact/");
     assert_eq!(first.sg_status(), "MISS", "{first}");
-    stored(&page(&nginx, "/contact/"));
+    stored(&nginx.page("/contact/"));
     assert_eq!(get(port, "/contact/").sg_status(), "HIT");
 
     let posted = request(
@@ -451,7 +425,7 @@ fn large_php_response_is_stored_byte_exact() {
         nginx.error_log()
     );
 
-    let (_, body) = split_page(&stored(&page(&nginx, "/big")));
+    let (_, body) = split_page(&stored(&nginx.page("/big")));
     assert_eq!(body.len(), first.body.len());
     assert!(
         body == first.body,
@@ -462,6 +436,10 @@ fn large_php_response_is_stored_byte_exact() {
     assert_eq!(hit.sg_status(), "HIT", "{hit}");
     assert!(hit.body == first.body, "the HIT differs from PHP's output");
     assert_eq!(fpm.executions(), 1);
-    assert!(temp_files(&nginx).is_empty(), "{:?}", temp_files(&nginx));
+    assert!(
+        temp_files(&nginx.path("gen")).is_empty(),
+        "{:?}",
+        temp_files(&nginx.path("gen"))
+    );
     nginx.assert_no_alerts();
 }

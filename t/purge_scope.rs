@@ -53,21 +53,12 @@ fn start(up: &Upstream, extra: &str, workers: usize) -> NginxHandle {
         .start()
 }
 
-fn page(uri: &str) -> String {
-    let rel = uri.trim_start_matches('/');
-    if uri.ends_with('/') {
-        format!("gen/{rel}index.html")
-    } else {
-        format!("gen/{rel}.html")
-    }
-}
-
 /// MISS, wait for the page, HIT; returns the HIT body.
 fn generate(nginx: &NginxHandle, uri: &str) -> String {
     let miss = get(nginx.port(), uri);
     assert_eq!(miss.sg_status(), "MISS", "{uri}: {miss}");
     assert!(
-        wait_until(TIMEOUT, || nginx.path(page(uri)).exists()),
+        wait_until(TIMEOUT, || nginx.page(uri).exists()),
         "{uri} not stored"
     );
     let hit = get(nginx.port(), uri);
@@ -178,7 +169,7 @@ fn purge_during_fetch(args: &str) {
     assert!(old.text().ends_with(" v0"), "{old}");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        !nginx.path(page(uri)).exists(),
+        !nginx.page(uri).exists(),
         "{args}: a page fetched before the purge was installed"
     );
     assert!(list_files(&nginx.path("gen/.static_gen/tmp")).is_empty());
@@ -211,9 +202,7 @@ fn purge_of_another_page_during_a_fetch_does_not_stop_it() {
     assert_eq!(purge(&nginx, "?uri=/other/").status, 200);
     let mut body = head;
     conn.read_body("GET", &mut body).unwrap();
-    assert!(wait_until(TIMEOUT, || nginx
-        .path(page("/slow/kept/"))
-        .exists()));
+    assert!(wait_until(TIMEOUT, || nginx.page("/slow/kept/").exists()));
 }
 
 /// After a purge answered by one worker, no worker serves an old page,

@@ -42,16 +42,6 @@ fn start(up: &Upstream) -> NginxHandle {
     Nginx::new(CONF).var("up", up.port()).start()
 }
 
-/// The page file of `uri` under the test's generated root.
-fn page(nginx: &NginxHandle, uri: &str) -> std::path::PathBuf {
-    let rel = uri.trim_start_matches('/');
-    if uri.ends_with('/') {
-        nginx.path(format!("gen/{rel}index.html"))
-    } else {
-        nginx.path(format!("gen/{rel}.html"))
-    }
-}
-
 /// GETs `path` twice; returns both responses after checking MISS then HIT.
 /// The page is installed just after the last byte went to the client, so
 /// the second request waits for the file.
@@ -61,7 +51,7 @@ fn miss_then_hit(nginx: &NginxHandle, path: &str) -> (Response, Response) {
     assert_eq!(first.status, 200, "{first}");
     assert_eq!(first.sg_status(), "MISS", "{first}");
     assert!(
-        wait_until(TIMEOUT, || page(nginx, path).exists()),
+        wait_until(TIMEOUT, || nginx.page(path).exists()),
         "{path} not stored"
     );
     let second = get(port, path);
@@ -134,7 +124,7 @@ fn head_miss_is_not_stored() {
     let nginx = start(&up);
     let head = head(nginx.port(), "/articles/x/");
     assert_eq!(head.sg_status(), "MISS", "{head}");
-    assert!(!page(&nginx, "/articles/x/").exists());
+    assert!(!nginx.page("/articles/x/").exists());
     assert_eq!(get(nginx.port(), "/articles/x/").sg_status(), "MISS");
 }
 
@@ -192,7 +182,7 @@ fn session_cookie_is_neither_served_nor_stored() {
     // a logged-in MISS is not stored
     let private = get_with(port, "/articles/mine/", &[("Cookie", "sessionid=abc")]);
     assert_eq!(private.sg_status(), "BYPASS");
-    assert!(!page(&nginx, "/articles/mine/").exists());
+    assert!(!nginx.page("/articles/mine/").exists());
     assert_eq!(get(port, "/articles/mine/").sg_status(), "MISS");
 }
 
@@ -211,7 +201,7 @@ fn authenticated_requests_bypass() {
     );
     let private = get_with(nginx.port(), "/articles/private/", &auth);
     assert_eq!(private.sg_status(), "BYPASS");
-    assert!(!page(&nginx, "/articles/private/").exists());
+    assert!(!nginx.page("/articles/private/").exists());
 }
 
 #[test]
@@ -221,7 +211,7 @@ fn other_cookies_do_not_count() {
     let port = nginx.port();
     let first = get_with(port, "/about", &[("Cookie", "csrftoken=abc; _ga=GA1.2.3")]);
     assert_eq!(first.sg_status(), "MISS", "{first}");
-    assert!(wait_until(TIMEOUT, || page(&nginx, "/about").exists()));
+    assert!(wait_until(TIMEOUT, || nginx.page("/about").exists()));
     let second = get_with(
         port,
         "/about",

@@ -44,37 +44,8 @@ fn page_file(nginx: &NginxHandle, name: &str) -> PathBuf {
     nginx.path(format!("gen/{name}"))
 }
 
-/// Temporary files left under the root.
-fn temp_files(nginx: &NginxHandle) -> Vec<PathBuf> {
-    list_files(&nginx.path("gen/.static_gen/tmp"))
-}
-
-/// The stored body (after the page header) once the page appears.
-fn stored_body(path: &Path) -> Vec<u8> {
-    assert!(
-        wait_until(TIMEOUT, || path.exists()),
-        "{} was not stored",
-        path.display()
-    );
-    let bytes = std::fs::read(path).unwrap();
-    let end = bytes
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .expect("page header")
-        + 2;
-    bytes[end..].to_vec()
-}
-
-/// Asserts `path` is still absent a little after the response, and no
-/// temporary file remains.
-fn assert_not_stored(nginx: &NginxHandle, path: &Path) {
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!path.exists(), "{} was stored", path.display());
-    assert!(
-        wait_until(TIMEOUT, || temp_files(nginx).is_empty()),
-        "left: {:?}",
-        temp_files(nginx)
-    );
+fn assert_not_stored_under(nginx: &NginxHandle, path: &Path) {
+    assert_not_stored(path, &nginx.path("gen"));
 }
 
 fn big_body(len: usize) -> Vec<u8> {
@@ -116,7 +87,7 @@ fn unshareable_responses_are_not_stored() {
     ] {
         let r = get(nginx.port(), &format!("/{name}"));
         assert_eq!(r.sg_status(), "MISS", "{name}: {r}");
-        assert_not_stored(&nginx, &page_file(&nginx, &format!("{name}.html")));
+        assert_not_stored_under(&nginx, &page_file(&nginx, &format!("{name}.html")));
         assert_eq!(
             get(nginx.port(), &format!("/{name}")).sg_status(),
             "MISS",
@@ -148,7 +119,7 @@ fn stored_page_is_the_exact_body_buffered_or_not() {
         let hit = get(nginx.port(), "/big");
         assert_eq!(hit.sg_status(), "HIT");
         assert!(hit.body == expected);
-        assert!(temp_files(&nginx).is_empty());
+        assert!(temp_files(&nginx.path("gen")).is_empty());
     }
 }
 
@@ -211,7 +182,7 @@ fn truncated_upstream_response_is_not_stored() {
         for path in ["/short", "/cut-chunked"] {
             let r = get(nginx.port(), path);
             assert!(!r.complete || r.body.len() < 1000, "{path}: {r}");
-            assert_not_stored(&nginx, &page_file(&nginx, &format!("{}.html", &path[1..])));
+            assert_not_stored_under(&nginx, &page_file(&nginx, &format!("{}.html", &path[1..])));
         }
     }
 }
@@ -232,7 +203,7 @@ fn page_appears_only_when_complete() {
     std::thread::sleep(Duration::from_millis(400));
     assert!(!file.exists(), "a partial page was visible");
     assert_eq!(
-        temp_files(&nginx).len(),
+        temp_files(&nginx.path("gen")).len(),
         1,
         "the body is teed into one temporary file"
     );
@@ -240,7 +211,7 @@ fn page_appears_only_when_complete() {
     conn.read_body("GET", &mut rest).unwrap();
     assert_eq!(rest.text(), "part one, part two, part three");
     assert_eq!(stored_body(&file), b"part one, part two, part three");
-    assert!(temp_files(&nginx).is_empty());
+    assert!(temp_files(&nginx.path("gen")).is_empty());
 }
 
 #[test]
@@ -261,7 +232,7 @@ fn client_abort_is_not_stored() {
         drop(stream);
         // the upstream finishes its response after the client left
         std::thread::sleep(Duration::from_millis(1000));
-        assert_not_stored(&nginx, &page_file(&nginx, "abort.html"));
+        assert_not_stored_under(&nginx, &page_file(&nginx, "abort.html"));
         assert!(
             nginx.access_log().contains(" 499 ")
                 || nginx.error_log().contains("client prematurely closed"),
@@ -292,7 +263,7 @@ fn complete_response_the_client_did_not_receive_is_not_stored() {
         reset(stream);
         assert!(wait_until(TIMEOUT, || up.hits("/ignore/reset") > 0));
         std::thread::sleep(Duration::from_millis(500));
-        assert_not_stored(&nginx, &nginx.path("gen/ignore/reset.html"));
+        assert_not_stored_under(&nginx, &nginx.path("gen/ignore/reset.html"));
         up.clear();
     }
 }

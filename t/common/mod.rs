@@ -1542,3 +1542,66 @@ fn read_request(conn: &mut Conn) -> io::Result<Option<UpstreamRequest>> {
     }
     Ok(Some(req))
 }
+
+// ---------------------------------------------------------------------------
+// The generated tree (the mapping rule of the README)
+// ---------------------------------------------------------------------------
+
+/// The page file of `uri`, relative to its root: `index.html` in the
+/// directory of a URI ending in `/`, else the URI with `.html` appended.
+pub fn page_rel(uri: &str) -> String {
+    let rel = uri.trim_start_matches('/');
+    if uri.ends_with('/') {
+        format!("{rel}index.html")
+    } else {
+        format!("{rel}.html")
+    }
+}
+
+/// Temporary files left under a root.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    list_files(&root.join(".static_gen/tmp"))
+}
+
+/// Splits a page file into its header and body.
+pub fn split_page(file: &[u8]) -> (String, Vec<u8>) {
+    let end = file
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .expect("page header")
+        + 2;
+    (
+        String::from_utf8_lossy(&file[..end]).into_owned(),
+        file[end..].to_vec(),
+    )
+}
+
+/// Waits for a page file (installed just after the client got the last
+/// byte) and returns its body.
+pub fn stored_body(path: &Path) -> Vec<u8> {
+    assert!(
+        wait_until(TIMEOUT, || path.exists()),
+        "{} was not stored",
+        path.display()
+    );
+    split_page(&fs::read(path).unwrap()).1
+}
+
+/// Asserts `path` is still absent a little after the response, and no
+/// temporary file remains under `root`.
+pub fn assert_not_stored(path: &Path, root: &Path) {
+    thread::sleep(Duration::from_millis(100));
+    assert!(!path.exists(), "{} was stored", path.display());
+    assert!(
+        wait_until(TIMEOUT, || temp_files(root).is_empty()),
+        "left: {:?}",
+        temp_files(root)
+    );
+}
+
+impl NginxHandle {
+    /// The page file of `uri` under `<tmp>/gen`, the root most tests use.
+    pub fn page(&self, uri: &str) -> PathBuf {
+        self.path(format!("gen/{}", page_rel(uri)))
+    }
+}
