@@ -285,7 +285,8 @@ pub fn clean_leftovers(root: &Path) {
 
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    exists || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Cleans the leftovers of a crash under each root on a thread of its own.
