@@ -1,0 +1,128 @@
+from django.core.paginator import EmptyPage, Paginator
+from django.db.models import Count
+from django.http import Http404, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe, require_http_methods
+
+from .forms import CommentForm, ContactForm
+from .models import Article, Category
+
+PER_PAGE = 20
+
+
+def articles():
+    return Article.objects.select_related("category").annotate(comment_count=Count("comments"))
+
+
+def page_of(queryset, number):
+    try:
+        return Paginator(queryset, PER_PAGE, allow_empty_first_page=True).page(number)
+    except EmptyPage:
+        raise Http404("no such page")
+
+
+def context(**values):
+    # "rendered at": a page served from the generated tree shows the time
+    # Django rendered it, which makes HIT and MISS easy to tell apart
+    values["rendered_at"] = timezone.now().strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    return values
+
+
+@require_safe
+def home(request):
+    return render(
+        request,
+        "blog/home.html",
+        context(
+            articles=articles()[:10],
+            categories=Category.objects.annotate(article_count=Count("articles")),
+        ),
+    )
+
+
+@require_safe
+def archive(request, page=1):
+    if "page" in request.resolver_match.kwargs and page == 1:
+        return redirect("archive", permanent=True)
+    return render(
+        request,
+        "blog/article_list.html",
+        context(title="Archive", page=page_of(articles(), page), page_url="archive-page"),
+    )
+
+
+@require_safe
+def category(request, slug, page=1):
+    cat = get_object_or_404(Category, slug=slug)
+    if "page" in request.resolver_match.kwargs and page == 1:
+        return redirect(cat, permanent=True)
+    return render(
+        request,
+        "blog/article_list.html",
+        context(
+            title=cat.name,
+            category=cat,
+            page=page_of(articles().filter(category=cat), page),
+            page_url="category-page",
+        ),
+    )
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def article(request, slug):
+    """The article page. Anonymous visitors get a page without any per-visitor
+    data, which nginx stores; its comment form fetches a CSRF token from
+    /csrf/ when it is submitted (see article.html). A POST to the same URL
+    posts a comment (POST always reaches Django, even when nginx has the
+    page), with Django's usual CSRF check."""
+    art = get_object_or_404(articles(), slug=slug)
+    form = CommentForm()
+    status = 200
+    if request.method == "POST":
+        form = CommentForm(request.POST)
+        if form.is_valid():
+            comment = form.save(commit=False)
+            comment.article = art
+            comment.save()  # purges the article's pages (apps.py)
+            response = redirect(f"{art.get_absolute_url()}#comment-{comment.pk}")
+            response.status_code = 303
+            return response
+        status = 400
+    return render(
+        request,
+        "blog/article.html",
+        context(article=art, comments=art.comments.all(), form=form),
+        status=status,
+    )
+
+
+@require_safe
+def about(request):
+    return render(request, "blog/about.html", context())
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def contact(request):
+    """A classic Django form with {% csrf_token %} in the page: every visitor
+    gets their own token and the csrftoken cookie, so nginx never stores this
+    page (Set-Cookie, and X-Static-Gen: no-store from blog.middleware)."""
+    sent = False
+    form = ContactForm()
+    if request.method == "POST":
+        form = ContactForm(request.POST)
+        sent = form.is_valid()
+    return render(request, "blog/contact.html", context(form=form, sent=sent))
+
+
+@never_cache
+@require_safe
+def csrf_token(request):
+    """The CSRF token for forms on generated pages, with the csrftoken cookie
+    it belongs to. Outside nginx's static_gen_pattern, and never stored: it
+    sets a cookie and says Cache-Control: private, no-store."""
+    response = JsonResponse({"token": get_token(request)})
+    response["Cache-Control"] = "private, no-store, no-cache, max-age=0"
+    return response

@@ -1,0 +1,105 @@
+"""Settings of the test blog behind nginx and ngx_http_static_gen_module.
+
+Everything that differs between the demo, the tests and a real deployment
+comes from the environment:
+
+- BLOG_DB: the SQLite file (default: t/django/db.sqlite3)
+- BLOG_STATIC_ROOT: where `collectstatic` puts the admin's CSS/JS
+  (default: t/django/static), served by nginx under /static/
+- STATIC_GEN_PURGE_URL: nginx's purge location, POSTed to when content
+  changes (default: http://127.0.0.1/_static_gen/purge)
+- BLOG_SECRET_KEY, BLOG_DEBUG, BLOG_ALLOWED_HOSTS (comma-separated)
+- BLOG_FAST_PASSWORD_HASHER=1: a cheap password hash (tests only)
+"""
+import os
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The purge helper documented in the README lives in nginx-conf/; the blog
+# uses that very file, so what the README shows is what the tests run.
+sys.path.append(str(BASE_DIR.parent.parent / "nginx-conf"))
+
+SECRET_KEY = os.environ.get(
+    "BLOG_SECRET_KEY", "static-gen-demo-only-not-secret-5000-pages-per-second"
+)
+DEBUG = os.environ.get("BLOG_DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("BLOG_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "blog",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    # After the CSRF middleware, so that it sees a response before the CSRF
+    # middleware does (see blog/middleware.py).
+    "blog.middleware.StaticGenMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "blogsite.urls"
+WSGI_APPLICATION = "blogsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BLOG_DB", str(BASE_DIR / "db.sqlite3")),
+        "OPTIONS": {"timeout": 20},
+    }
+}
+
+if os.environ.get("BLOG_FAST_PASSWORD_HASHER") == "1":
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = os.environ.get("BLOG_STATIC_ROOT", str(BASE_DIR / "static"))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+# nginx's purge location (nginx-conf/django_purge.py reads it at each call).
+STATIC_GEN_PURGE_URL = os.environ.get(
+    "STATIC_GEN_PURGE_URL", "http://127.0.0.1/_static_gen/purge"
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "[%(name)s] %(levelname)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"django_purge": {"handlers": ["stderr"], "level": "INFO"}},
+}
