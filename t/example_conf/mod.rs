@@ -1,0 +1,548 @@
+//! Runs the example configurations of `nginx-conf/` as they are, changed only
+//! by string replacement (the module path, the `listen` port, and the paths a
+//! test names), so the files users copy cannot rot. Also: a background
+//! service (gunicorn, php-fpm) in its own process group, stopped on drop.
+//!
+//! Used by `t/nginx_conf.rs` and `t/e2e_django.rs`, next to `mod common;`.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// The `load_module` line every example starts with (the Debian layout:
+/// `modules/` under nginx's prefix is `/usr/lib/nginx/modules`).
+pub const LOAD_MODULE: &str = "load_module modules/ngx_http_static_gen_module.so;";
+
+/// Directives whose first argument is a file system path: after the
+/// replacements, each must point into the test's directory.
+const PATH_DIRECTIVES: &[&str] = &[
+    "root",
+    "alias",
+    "static_gen_root",
+    "access_log",
+    "error_log",
+    "pid",
+    "fastcgi_pass",
+    "server",
+    "include",
+];
+
+/// The repository's `nginx-conf/` directory.
+pub fn conf_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx-conf")
+}
+
+/// Every file of `nginx-conf/`: a file added there must get its
+/// replacements in [`example`] (`t/nginx_conf.rs` checks the list).
+pub const EXAMPLES: &[&str] = &[
+    "django-gunicorn.conf",
+    "minimal.conf",
+    "wordpress-php-fpm.conf",
+];
+
+/// An example with its paths pointing into its temp dir (`{tmp}`) and its
+/// upstream at `upstream` (`host:port`, or `unix:` and a socket path).
+pub fn example(name: &str, upstream: &str) -> ExampleConf {
+    let conf = ExampleConf::load(name);
+    match name {
+        "minimal.conf" => conf
+            .replace("127.0.0.1:8000", upstream)
+            .replace("/var/cache/nginx/static-gen", "{tmp}/generated"),
+        "django-gunicorn.conf" => conf
+            .replace("unix:/run/gunicorn/blog.sock", upstream)
+            .replace("/srv/blog/", "{tmp}/")
+            .replace("/var/log/nginx/", "{tmp}/"),
+        "wordpress-php-fpm.conf" => conf
+            .replace("unix:/run/php/php8.2-fpm.sock", upstream)
+            .replace("/var/www/wordpress", "{tmp}/wordpress")
+            .replace("/var/cache/nginx/wordpress", "{tmp}/generated")
+            .replace("/var/log/nginx/", "{tmp}/"),
+        other => panic!("nginx-conf/{other}: add its replacements to t/example_conf/mod.rs"),
+    }
+}
+
+/// One file of `nginx-conf/`, with its own temporary directory (`{tmp}`).
+pub struct ExampleConf {
+    name: String,
+    text: String,
+    dir: TempDir,
+}
+
+impl ExampleConf {
+    /// Reads `nginx-conf/<name>`.
+    pub fn load(name: &str) -> ExampleConf {
+        let path = conf_dir().join(name);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            text.lines().any(|l| l.trim() == LOAD_MODULE),
+            "{name}: expected the line `{LOAD_MODULE}`"
+        );
+        ExampleConf {
+            name: name.to_string(),
+            text,
+            dir: TempDir::new(&format!("conf-{name}")),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file as read, with the replacements made so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The directory `{tmp}` stands for.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path inside [`ExampleConf::dir`].
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Writes a file inside [`ExampleConf::dir`] (parents created).
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        self.dir.write(rel, contents)
+    }
+
+    /// Replaces every occurrence of `from` by `to`, where `{tmp}` in `to`
+    /// stands for the directory. Panics when `from` does not occur: the file
+    /// changed and the test must follow.
+    pub fn replace(mut self, from: &str, to: impl fmt::Display) -> Self {
+        assert!(
+            self.text.contains(from),
+            "nginx-conf/{}: `{from}` not found; update the test's replacements",
+            self.name
+        );
+        let to = to.to_string().replace("{tmp}", &self.tmp_str());
+        self.text = self.text.replace(from, &to);
+        self
+    }
+
+    fn tmp_str(&self) -> String {
+        self.dir
+            .path()
+            .to_str()
+            .expect("utf-8 temp path")
+            .to_string()
+    }
+
+    /// The configuration nginx runs: the module's real path, `listen
+    /// 127.0.0.1:<port>`, nginx's temporary directories in `{tmp}`.
+    /// Checks that every path left in it points into `{tmp}` (or is one of
+    /// the relative `include`s copied there).
+    pub fn render(&self, port: u16) -> String {
+        let tmp = self.tmp_str();
+        let module = checked_module_path();
+        let mut conf = self
+            .text
+            .replace(LOAD_MODULE, &format!("load_module {};", module.display()));
+        assert!(
+            conf.contains("listen 80;"),
+            "nginx-conf/{}: expected `listen 80;`",
+            self.name
+        );
+        conf = conf.replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+        assert!(
+            conf.contains("\nhttp {\n"),
+            "nginx-conf/{}: expected a line `http {{`",
+            self.name
+        );
+        conf = conf.replacen(
+            "\nhttp {\n",
+            &format!(
+                "\nhttp {{\n\
+                 \x20   access_log {tmp}/access.log;\n\
+                 \x20   client_body_temp_path {tmp}/client_body_temp;\n\
+                 \x20   proxy_temp_path {tmp}/proxy_temp;\n\
+                 \x20   fastcgi_temp_path {tmp}/fastcgi_temp;\n\
+                 \x20   uwsgi_temp_path {tmp}/uwsgi_temp;\n\
+                 \x20   scgi_temp_path {tmp}/scgi_temp;\n"
+            ),
+            1,
+        );
+        for line in conf.lines() {
+            let line = line.trim();
+            let mut words = line.split_whitespace();
+            let (Some(directive), Some(arg)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if line.starts_with('#') || !PATH_DIRECTIVES.contains(&directive) {
+                continue;
+            }
+            let arg = arg.trim_end_matches(';');
+            let path = arg.strip_prefix("unix:").unwrap_or(arg);
+            let absolute = path.starts_with('/');
+            let inside = path.starts_with(&tmp);
+            let relative_include = directive == "include" && !absolute;
+            let address =
+                matches!(directive, "server" | "fastcgi_pass") && !arg.starts_with("unix:");
+            assert!(
+                inside || relative_include || address || arg == "off",
+                "nginx-conf/{}: `{line}` points outside the test directory; add a replacement",
+                self.name
+            );
+        }
+        conf
+    }
+
+    /// Copies the files relative `include`s name (`mime.types`,
+    /// `fastcgi_params`) next to the configuration: from `/etc/nginx` when
+    /// there (Debian's nginx-common), else small stand-ins.
+    fn copy_includes(&self) {
+        for line in self.text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("include") {
+                continue;
+            }
+            let Some(name) = words.next().map(|w| w.trim_end_matches(';')) else {
+                continue;
+            };
+            if name.starts_with('/') || self.path(name).exists() {
+                continue;
+            }
+            let system = Path::new("/etc/nginx").join(name);
+            let contents = fs::read(&system).unwrap_or_else(|_| match name {
+                "mime.types" => {
+                    b"types {\n text/html html;\n text/css css;\n application/javascript js;\n}\n"
+                        .to_vec()
+                }
+                "fastcgi_params" => FASTCGI_PARAMS.as_bytes().to_vec(),
+                other => panic!(
+                    "nginx-conf/{}: no stand-in for `include {other}`",
+                    self.name
+                ),
+            });
+            self.write(name, contents);
+        }
+    }
+
+    /// nginx with the file, its own pid file and error log, and `extra`
+    /// main-context directives (`-g` takes them all at once).
+    fn command(&self, extra: &str) -> Command {
+        let tmp = self.tmp_str();
+        let mut globals = format!("pid {tmp}/nginx.pid; error_log {tmp}/error.log info; {extra}");
+        if is_root() {
+            // workers as root can write the generated tree in a 0755 temp dir
+            globals.push_str(" user root;");
+        }
+        let mut cmd = Command::new(nginx_binary());
+        cmd.arg("-p")
+            .arg(format!("{tmp}/"))
+            .arg("-c")
+            .arg(self.path("nginx.conf"))
+            .arg("-e")
+            .arg(self.path("error.log"))
+            .arg("-g")
+            .arg(globals);
+        cmd
+    }
+
+    fn prepare(&self, port: u16) -> String {
+        let conf = self.render(port);
+        self.copy_includes();
+        self.write("nginx.conf", &conf);
+        conf
+    }
+
+    /// `nginx -t` on the file: (success, what nginx said).
+    pub fn config_test(&self) -> (bool, String) {
+        let conf = self.prepare(free_port());
+        let out = self
+            .command("")
+            .arg("-t")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()));
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            text.push_str(&format!("\n--- nginx.conf ---\n{conf}"));
+        }
+        (out.status.success(), text)
+    }
+
+    /// Starts nginx on the file (in the foreground, `daemon off`) and waits
+    /// until it accepts connections; retries with another port if the one
+    /// picked was taken meanwhile.
+    pub fn start(self) -> ConfRun {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let _ = fs::remove_file(self.path("error.log"));
+            let _ = fs::remove_file(self.path("nginx.pid"));
+            let conf = self.prepare(port);
+            let mut child = self
+                .command("daemon off;")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()));
+            match wait_nginx(&mut child, &self.path("nginx.pid"), port) {
+                Ok(()) => {
+                    return ConfRun {
+                        child: Some(child),
+                        port,
+                        conf,
+                        example: self,
+                    }
+                }
+                Err(e) => {
+                    let stderr = stop_nginx(&mut child);
+                    let log = fs::read_to_string(self.path("error.log")).unwrap_or_default();
+                    if attempt < 3 && log.contains("Address already in use") {
+                        eprintln!("nginx: port {port} was taken meanwhile, retrying");
+                        continue;
+                    }
+                    panic!(
+                        "nginx ({}) did not start nginx-conf/{}: {e}\n--- stderr ---\n{stderr}\n\
+                         --- error.log ---\n{log}\n--- nginx.conf ---\n{conf}",
+                        nginx_binary().display(),
+                        self.name,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Waits for nginx's pid file and for `port` to accept connections.
+fn wait_nginx(child: &mut Child, pid_file: &Path, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + TIMEOUT;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("nginx exited with {status}"));
+        }
+        let pid_written =
+            fs::read_to_string(pid_file).is_ok_and(|s| s.trim() == child.id().to_string());
+        if pid_written && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("port {port} does not accept connections"));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops nginx (SIGQUIT: graceful) and returns what it wrote to stderr.
+fn stop_nginx(child: &mut Child) -> String {
+    stop_process(child, libc::SIGQUIT);
+    let mut s = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Debian's `fastcgi_params`, for machines without `/etc/nginx`.
+const FASTCGI_PARAMS: &str = "\
+fastcgi_param QUERY_STRING $query_string;
+fastcgi_param REQUEST_METHOD $request_method;
+fastcgi_param CONTENT_TYPE $content_type;
+fastcgi_param CONTENT_LENGTH $content_length;
+fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+fastcgi_param REQUEST_URI $request_uri;
+fastcgi_param DOCUMENT_URI $document_uri;
+fastcgi_param DOCUMENT_ROOT $document_root;
+fastcgi_param SERVER_PROTOCOL $server_protocol;
+fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+fastcgi_param REMOTE_ADDR $remote_addr;
+fastcgi_param SERVER_ADDR $server_addr;
+fastcgi_param SERVER_PORT $server_port;
+fastcgi_param SERVER_NAME $server_name;
+fastcgi_param REDIRECT_STATUS 200;
+";
+
+/// nginx running an example file. Dropping it stops nginx (SIGQUIT, then
+/// SIGKILL of the whole process group) and removes its directory.
+pub struct ConfRun {
+    child: Option<Child>,
+    port: u16,
+    conf: String,
+    example: ExampleConf,
+}
+
+impl ConfRun {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.example.dir()
+    }
+
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.example.path(rel)
+    }
+
+    /// Writes a file inside the directory (parents created).
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        self.example.write(rel, contents)
+    }
+
+    /// The configuration as nginx runs it.
+    pub fn conf(&self) -> &str {
+        &self.conf
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.path("error.log")).unwrap_or_default()
+    }
+
+    /// Panics if the error log has `[alert]`, `[crit]` or `[emerg]` lines.
+    pub fn assert_no_alerts(&self) {
+        let bad: Vec<String> = self
+            .error_log()
+            .lines()
+            .filter(|l| {
+                l.contains(" [alert] ") || l.contains(" [crit] ") || l.contains(" [emerg] ")
+            })
+            .map(str::to_string)
+            .collect();
+        assert!(bad.is_empty(), "error log has alerts:\n{}", bad.join("\n"));
+    }
+
+    /// Stops nginx now; returns what it wrote to stderr.
+    pub fn stop(&mut self) -> String {
+        match self.child.take() {
+            Some(mut child) => stop_nginx(&mut child),
+            None => String::new(),
+        }
+    }
+}
+
+impl Drop for ConfRun {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            let log = self.error_log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "--- nginx error.log (nginx-conf/{}) ---\n{}",
+                self.example.name,
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn gone_or_zombie(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// Sends `signal` to a child started in its own process group, waits for it
+/// (10 s), then kills whatever is left of the group and reaps the child.
+/// The child is not reaped before the group kill, so its pid (the group id)
+/// cannot have been reused.
+fn stop_process(child: &mut Child, signal: libc::c_int) {
+    let pid = child.id();
+    if child.try_wait().ok().flatten().is_none() {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+        if !wait_until(TIMEOUT, || gone_or_zombie(pid)) {
+            eprintln!("process {pid}: still running 10 s after signal {signal}, killing its group");
+        }
+    }
+    // SAFETY: kill(2) on our own child's process group.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// A background program (gunicorn, php-fpm) in its own process group, its
+/// output in a log file. Dropping it sends SIGTERM (both stop their workers
+/// and exit), then SIGKILL to the group, and prints the log if the test
+/// panicked.
+pub struct Service {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Spawns `cmd` (stdout and stderr to `log`) in a new process group.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Service {
+        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let err = out.try_clone().expect("dup log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Service {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `ready()` holds; panics (with the log) if the process
+    /// exits first or it takes longer than `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log());
+            }
+            if ready() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("{} not ready after {timeout:?}:\n{}", self.name, self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        stop_process(&mut self.child, libc::SIGTERM);
+        if thread::panicking() {
+            eprintln!(
+                "--- {} log ({}) ---\n{}",
+                self.name,
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}

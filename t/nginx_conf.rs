@@ -1,0 +1,297 @@
+//! The example configurations of `nginx-conf/`, as they are: every file
+//! passes `nginx -t` (with the module loaded from this build, its port and
+//! paths replaced by string replacement), and the minimal, Django and
+//! WordPress ones run for real in front of an upstream (a scripted HTTP
+//! server, and php-fpm with a stand-in WordPress) for MISS, HIT, BYPASS and
+//! purge. So the files users copy cannot rot.
+mod common;
+mod example_conf;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use example_conf::*;
+
+#[test]
+fn every_example_is_known() {
+    let mut found: Vec<String> = fs::read_dir(conf_dir())
+        .expect("nginx-conf/")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".conf"))
+        .collect();
+    found.sort();
+    assert_eq!(found, EXAMPLES, "nginx-conf/*.conf and EXAMPLES differ");
+}
+
+#[test]
+fn every_example_passes_nginx_t() {
+    for name in EXAMPLES {
+        let conf = example(name, "127.0.0.1:9");
+        let (ok, out) = conf.config_test();
+        assert!(ok, "nginx -t failed for nginx-conf/{name}:\n{out}");
+        assert!(
+            out.contains("test is successful"),
+            "nginx-conf/{name}:\n{out}"
+        );
+        // nothing to complain about either (a duplicate MIME type, a
+        // directive that has no effect, ...)
+        let warnings: Vec<&str> = out.lines().filter(|l| l.contains("[warn]")).collect();
+        assert!(warnings.is_empty(), "nginx-conf/{name}: {warnings:#?}");
+    }
+}
+
+/// An upstream whose every answer is a unique HTML page.
+fn counting_upstream() -> Upstream {
+    let n = Arc::new(AtomicUsize::new(0));
+    Upstream::start(move |req| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        Plan::html(&format!("<p>{} {} #{i}</p>\n", req.method, req.path))
+    })
+}
+
+fn page_file(run: &ConfRun, uri: &str) -> PathBuf {
+    run.path(format!("generated/{}", page_rel(uri)))
+}
+
+/// GET `uri` twice: MISS (stored), then HIT with the same body.
+fn miss_then_hit(run: &ConfRun, uri: &str, headers: &[(&str, &str)]) -> Response {
+    let first = get_with(run.port(), uri, headers);
+    assert_eq!(first.status, 200, "{first}");
+    assert_eq!(first.sg_status(), "MISS", "{first}");
+    let stored = stored_body(&page_file(run, uri));
+    assert_eq!(stored, first.body, "{uri}: the file holds the response");
+    let second = get_with(run.port(), uri, headers);
+    assert_eq!(second.sg_status(), "HIT", "{second}");
+    assert_eq!(second.body, first.body);
+    second
+}
+
+fn purge(run: &ConfRun, query: &str) -> String {
+    let r = post(run.port(), &format!("/_static_gen/purge{query}"), b"");
+    assert_eq!(r.status, 200, "{r}");
+    r.text()
+}
+
+#[test]
+fn minimal_conf_generates_and_purges() {
+    let up = counting_upstream();
+    let run = example("minimal.conf", &up.addr()).start();
+
+    miss_then_hit(&run, "/about/", &[]);
+    assert_eq!(up.hits("/about/"), 1, "the HIT did not reach the upstream");
+    let with_session = get_with(run.port(), "/about/", &[("Cookie", "sessionid=abc")]);
+    assert_eq!(with_session.sg_status(), "BYPASS", "{with_session}");
+    assert_eq!(up.hits("/about/"), 2);
+
+    let reply = purge(&run, "");
+    assert!(reply.contains(r#""status":"ok""#), "{reply}");
+    let after = get(run.port(), "/about/");
+    assert_eq!(after.sg_status(), "MISS", "{after}");
+    run.assert_no_alerts();
+}
+
+#[test]
+fn django_conf_generates_pages_for_anonymous_visitors() {
+    let up = counting_upstream();
+    let run = example("django-gunicorn.conf", &up.addr()).start();
+    let port = run.port();
+
+    // StaticGenerator's URLs
+    miss_then_hit(&run, "/", &[]);
+    miss_then_hit(&run, "/articles/hello/", &[]);
+    miss_then_hit(&run, "/categories/django/", &[]);
+    // the csrftoken cookie alone is no session: still a HIT
+    let with_csrf = get_with(port, "/articles/hello/", &[("Cookie", "csrftoken=x")]);
+    assert_eq!(with_csrf.sg_status(), "HIT", "{with_csrf}");
+    assert_eq!(up.hits("/articles/hello/"), 1);
+
+    // Host and X-Forwarded-For reach Django
+    let req = up
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/articles/hello/")
+        .unwrap();
+    assert_eq!(req.header("Host"), Some("localhost"), "{req:?}");
+    assert_eq!(req.header("X-Forwarded-For"), Some("127.0.0.1"), "{req:?}");
+
+    // ...logged in, a comment POST, outside the patterns, excluded
+    for (what, r) in [
+        (
+            "session cookie",
+            get_with(port, "/articles/hello/", &[("Cookie", "sessionid=s")]),
+        ),
+        ("POST", post(port, "/articles/hello/", b"name=a&body=b")),
+        ("admin", get(port, "/admin/")),
+        ("feed", get(port, "/articles/feed/")),
+        ("query string", get(port, "/articles/?page=2")),
+    ] {
+        assert_eq!(r.sg_status(), "BYPASS", "{what}: {r}");
+    }
+    assert_eq!(
+        up.hits("/articles/hello/"),
+        3,
+        "session and POST reach Django"
+    );
+    assert!(!run.path("generated/admin/index.html").exists());
+
+    // collectstatic's files come from disk
+    run.write("static/admin/css/base.css", "body {}\n");
+    let css = get(port, "/static/admin/css/base.css");
+    assert_eq!(css.status, 200, "{css}");
+    assert_eq!(css.text(), "body {}\n");
+    assert_eq!(css.header("Content-Type"), Some("text/css"));
+
+    // the post_save purge: this article only
+    let reply = purge(&run, "?uri=/articles/hello/");
+    assert!(reply.contains(r#""removed":1"#), "{reply}");
+    assert_eq!(get(port, "/articles/hello/").sg_status(), "MISS");
+    assert_eq!(get(port, "/categories/django/").sg_status(), "HIT");
+    assert!(fs::read_to_string(run.path("blog.access.log"))
+        .unwrap_or_default()
+        .contains("GET /articles/hello/"));
+    run.assert_no_alerts();
+}
+
+// ---------------------------------------------------------------------------
+// WordPress on php-fpm
+// ---------------------------------------------------------------------------
+
+/// A stand-in for WordPress's index.php: the front controller for every
+/// pretty permalink, counting its executions.
+const WP_INDEX: &str = r#"<?php
+$f = fopen(__DIR__ . '/../executions', 'a');
+fwrite($f, $_SERVER['REQUEST_URI'] . "\n");
+fclose($f);
+header('Content-Type: text/html; charset=UTF-8');
+printf("<!doctype html>\n<p>WordPress front controller: %s at %.6f</p>\n",
+    htmlspecialchars($_SERVER['REQUEST_URI']), microtime(true));
+"#;
+
+const WP_LOGIN: &str = r#"<?php
+setcookie('wordpress_test_cookie', 'WP Cookie check');
+header('Content-Type: text/html; charset=UTF-8');
+echo "<!doctype html>\n<p>wp-login.php</p>\n";
+"#;
+
+const WP_ADMIN: &str = r#"<?php
+header('Content-Type: text/html; charset=UTF-8');
+echo "<!doctype html>\n<p>dashboard</p>\n";
+"#;
+
+/// php-fpm's binary: `php-fpm` on the PATH, else the highest
+/// `/usr/sbin/php-fpm<version>`.
+fn php_fpm() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(p) = std::env::split_paths(&path)
+        .map(|d| d.join("php-fpm"))
+        .find(|p| p.is_file())
+    {
+        return Some(p);
+    }
+    let mut found: Vec<PathBuf> = fs::read_dir("/usr/sbin")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("php-fpm"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+#[test]
+fn wordpress_conf_generates_permalinks_and_respects_wordpress_cookies() {
+    let Some(binary) = php_fpm() else {
+        eprintln!("skipped: php-fpm not installed (ci/deps installs the php-fpm package)");
+        return;
+    };
+    let conf = example("wordpress-php-fpm.conf", "unix:{tmp}/php-fpm.sock");
+    conf.write("wordpress/index.php", WP_INDEX);
+    conf.write("wordpress/wp-login.php", WP_LOGIN);
+    conf.write("wordpress/wp-admin/index.php", WP_ADMIN);
+    conf.write("wordpress/wp-content/themes/t/style.css", "p {}\n");
+    let dir = conf.dir().to_path_buf();
+    let fpm_conf = conf.write(
+        "php-fpm.conf",
+        format!(
+            "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\n\
+             [wordpress]\nlisten = {d}/php-fpm.sock\nlisten.mode = 0666\npm = static\n\
+             pm.max_children = 2\nclear_env = yes\nsecurity.limit_extensions = .php\n",
+            d = dir.display()
+        ),
+    );
+    // the pool runs as root in tests run as root: let it write `executions`
+    fs::set_permissions(conf.path("wordpress"), fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = Command::new(&binary);
+    cmd.arg("-n").arg("-y").arg(&fpm_conf).arg("-p").arg(&dir);
+    if is_root() {
+        cmd.arg("-R");
+    }
+    let mut fpm = Service::spawn("php-fpm", cmd, conf.path("php-fpm.out"));
+    let socket = conf.path("php-fpm.sock");
+    fpm.wait_ready(TIMEOUT, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let run = conf.start();
+    let port = run.port();
+    let executions = || {
+        fs::read_to_string(run.path("executions"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    // the home page and a pretty permalink come from the front controller
+    let home = miss_then_hit(&run, "/", &[]);
+    assert!(home.text().contains("front controller: /"), "{home}");
+    let post = miss_then_hit(&run, "/2024/05/hello-world/", &[]);
+    assert!(post.text().contains("/2024/05/hello-world/"), "{post}");
+    assert_eq!(executions(), 2, "HITs do not run PHP");
+
+    // WordPress's per-visitor cookies bypass
+    for cookie in [
+        "wordpress_logged_in_0123abcd=admin%7C1700000000",
+        "comment_author_0123abcd=Bob",
+        "wp-postpass_0123abcd=%24P%24B",
+        "woocommerce_items_in_cart=1",
+        "wp_woocommerce_session_0123abcd=x",
+    ] {
+        let r = get_with(port, "/2024/05/hello-world/", &[("Cookie", cookie)]);
+        assert_eq!(r.sg_status(), "BYPASS", "{cookie}: {r}");
+    }
+    assert_eq!(executions(), 7);
+    // ...other cookies do not
+    let r = get_with(port, "/2024/05/hello-world/", &[("Cookie", "_ga=GA1.2.3")]);
+    assert_eq!(r.sg_status(), "HIT", "{r}");
+
+    // search, feeds: never generated
+    assert_eq!(get(port, "/?s=nginx").sg_status(), "BYPASS");
+    assert_eq!(get(port, "/feed/").sg_status(), "BYPASS");
+    // wp-login.php and the dashboard go straight to PHP, outside the module
+    let login = get(port, "/wp-login.php");
+    assert_eq!(login.status, 200, "{login}");
+    assert!(login.text().contains("wp-login.php"), "{login}");
+    assert_eq!(login.sg_status(), "", "{login}");
+    let admin = get(port, "/wp-admin/");
+    assert!(admin.text().contains("dashboard"), "{admin}");
+    assert!(!run.path("generated/wp-admin").exists());
+    // theme files are files
+    let css = get(port, "/wp-content/themes/t/style.css");
+    assert_eq!(css.text(), "p {}\n", "{css}");
+
+    // save_post: the post's permalink
+    let reply = purge(&run, "?uri=/2024/05/hello-world/");
+    assert!(reply.contains(r#""removed":1"#), "{reply}");
+    assert_eq!(get(port, "/2024/05/hello-world/").sg_status(), "MISS");
+    assert_eq!(get(port, "/").sg_status(), "HIT");
+    run.assert_no_alerts();
+}
