@@ -135,6 +135,9 @@ impl Site {
             .arg("1")
             .arg("--access-logfile")
             .arg(nginx.path("gunicorn-access.log"))
+            // no control socket (gunicorn makes one in ~/.gunicorn by
+            // default, the same for every instance)
+            .arg("--no-control-socket")
             .arg("blogsite.wsgi")
             .envs(Site::env_of(&nginx));
         let mut gunicorn = Service::spawn("gunicorn", cmd, nginx.path("gunicorn.log"));
