@@ -58,8 +58,10 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
     let r = unsafe { Request::from_ngx_http_request(raw) };
     if let Some(ctx) = ctx::get(r) {
         ctx.restore_accept_encoding();
+        // on every response of a `static_gen` location, not only a MISS
+        let refused = upstream_refuses(r);
         if let Some(miss) = &ctx.miss {
-            if upstream_refuses(r) {
+            if refused {
                 ngx::ngx_log_debug_http!(r, "static_gen: not stored: the upstream refused");
             } else if r.is_get() && r.is_main() {
                 ctx.writer = start_page(r, miss);
@@ -70,8 +72,9 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// True when the upstream asks not to store its response, with
-/// `X-Static-Gen: no-store` (a header of the module's own, never passed to
-/// the client) or `X-Accel-Expires: 0` (as for nginx's own caches).
+/// `X-Static-Gen: no-store` or `X-Accel-Expires: 0` (as for nginx's own
+/// caches). `X-Static-Gen` is the module's own header: it is removed here,
+/// so the client sees only what `add_header ... $static_gen_status` says.
 fn upstream_refuses(r: &mut Request) -> bool {
     let mut refused = false;
     for header in r.headers_out_mut() {

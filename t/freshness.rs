@@ -81,6 +81,12 @@ fn upstream_can_refuse_storage() {
         ["MISS"],
         "the upstream's header is not passed on: {refused}"
     );
+    for bypass in [
+        get_with(nginx.port(), "/refused", &[("Cookie", "sessionid=x")]),
+        get(nginx.port(), "/refused?x=1"),
+    ] {
+        assert_eq!(bypass.headers_all("X-Static-Gen"), ["BYPASS"], "{bypass}");
+    }
     get(nginx.port(), "/accel");
     get(nginx.port(), "/accel-later");
     assert!(wait_until(TIMEOUT, || nginx
