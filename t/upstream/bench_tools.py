@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Helpers of ci/bench (standard library only): parse wrk's output into a
+results file (JSON lines), build page trees, render the nginx snippet that
+answers the page from memory, and turn the results into the report table.
+
+    bench_tools.py wrk OUTPUT CASE VARIANT RESULTS [--min-bytes N]
+    bench_tools.py wrk-requests OUTPUT            requests answered in a wrk run
+    bench_tools.py value RESULTS NAME NUMBER
+    bench_tools.py body PAGE                      page file -> its body
+    bench_tools.py tree ROOT TEMPLATE PREFIX COUNT
+    bench_tools.py count DIR                      files under DIR
+    bench_tools.py memory-conf ARTICLE maps|body  nginx serving ARTICLE from memory
+    bench_tools.py last RESULTS FIELD             a field of the last record
+    bench_tools.py report RESULTS                 the report (Markdown)
+    bench_tools.py write REPORT MARKDOWN          put REPORT between MARKDOWN's markers
+"""
+import json
+import os
+import re
+import statistics
+import sys
+
+# --------------------------------------------------------------------------
+# wrk output
+# --------------------------------------------------------------------------
+
+UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+UNITS_B = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _seconds(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"unexpected time {text!r}")
+    return float(m.group(1)) * UNITS_S[m.group(2)]
+
+
+def parse_wrk(text):
+    """Requests/s, latency p50/p99 (ms), requests, bytes, errors."""
+
+    def find(pattern, default=None):
+        m = re.search(pattern, text, re.M)
+        if m is None:
+            if default is None:
+                raise ValueError(f"wrk output lacks {pattern!r}:\n{text}")
+            return default
+        return m.groups()
+
+    rps = float(find(r"^Requests/sec:\s+([\d.]+)")[0])
+    p50 = _seconds(find(r"^\s+50%\s+(\S+)")[0]) * 1e3
+    p99 = _seconds(find(r"^\s+99%\s+(\S+)")[0]) * 1e3
+    requests, seconds, size, unit = find(
+        r"^\s+(\d+) requests in ([\d.]+\w+), ([\d.]+)(\w+) read"
+    )
+    non2xx = int(find(r"^\s+Non-2xx or 3xx responses: (\d+)", ("0",))[0])
+    errors = find(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+        ("0", "0", "0", "0"),
+    )
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "requests": int(requests),
+        "seconds": _seconds(seconds),
+        "bytes": float(size) * UNITS_B[unit],
+        "non2xx": non2xx,
+        "connect_errors": int(errors[0]),
+        "timeouts": int(errors[3]),
+    }
+
+
+def cmd_wrk(output, case, variant, results, *opts):
+    min_bytes = int(opts[1]) if opts[:1] == ("--min-bytes",) else 0
+    with open(output) as f:
+        run = parse_wrk(f.read())
+    per_request = run["bytes"] / max(run["requests"], 1)
+    print(
+        f"    {case:<10} {variant:<8} {run['rps']:>10.0f} req/s"
+        f"  p50 {run['p50']:7.3f} ms  p99 {run['p99']:7.3f} ms"
+        f"  ({run['requests']} requests, {per_request / 1024:.1f} KiB each)",
+        file=sys.stderr,
+    )
+    problems = []
+    if run["requests"] == 0:
+        problems.append("no request completed")
+    if run["non2xx"]:
+        problems.append(f"{run['non2xx']} responses were not 2xx/3xx")
+    if run["connect_errors"] or run["timeouts"]:
+        problems.append(
+            f"{run['connect_errors']} connect errors, {run['timeouts']} timeouts"
+        )
+    # wrk rounds the bytes it read to two decimals of its unit
+    if min_bytes and per_request < min_bytes * 0.99:
+        problems.append(
+            f"{per_request:.0f} bytes per response, expected at least {min_bytes}"
+        )
+    if problems:
+        sys.exit(f"bench: {case}/{variant}: " + "; ".join(problems))
+    run.update(kind="run", case=case, variant=variant)
+    with open(results, "a") as f:
+        f.write(json.dumps(run) + "\n")
+
+
+def cmd_wrk_requests(output):
+    with open(output) as f:
+        print(parse_wrk(f.read())["requests"])
+
+
+def cmd_value(results, name, number):
+    with open(results, "a") as f:
+        f.write(json.dumps({"kind": "value", "name": name, "value": float(number)}) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Pages and trees
+# --------------------------------------------------------------------------
+
+
+def cmd_body(page):
+    with open(page, "rb") as f:
+        data = f.read()
+    header_end = data.index(b"\n\n") + 2
+    sys.stdout.buffer.write(data[header_end:])
+
+
+def cmd_tree(root, template, prefix, count):
+    """COUNT pages /PREFIX/<i // 1000>/<i>/ (Django-style URIs, one directory
+    per page), each the template page with its own uri line, as the module
+    writes them."""
+    with open(template, "rb") as f:
+        data = f.read()
+    header_end = data.index(b"\n\n") + 2
+    header, body = data[:header_end], data[header_end:]
+    for i in range(int(count)):
+        uri = f"/{prefix}/{i // 1000}/{i}/"
+        directory = os.path.join(root, prefix, str(i // 1000), str(i))
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        own = re.sub(rb"(?m)^uri: .*$", b"uri: " + uri.encode(), header)
+        with open(os.path.join(directory, "index.html"), "wb") as f:
+            f.write(own + body)
+
+
+def cmd_count(directory):
+    print(sum(len(files) for _, _, files in os.walk(directory)))
+
+
+def cmd_memory_conf(article, part):
+    """nginx answering the article from memory. A configuration string is
+    limited to 4 KB, so the body is split over constant `map` values
+    (part "maps", at http level) that `return` joins again (part "body",
+    the argument of `return 200`)."""
+    with open(article) as f:
+        text = f.read()
+    if set("\"$\\") & set(text):
+        sys.exit("bench: the article cannot be inlined into nginx.conf")
+    chunks = [text[i : i + 3000] for i in range(0, len(text), 3000)]
+    if part == "maps":
+        for n, chunk in enumerate(chunks):
+            print(f'map $scheme $bench_body_{n} {{\n    default "{chunk}";\n}}')
+    else:
+        print('"' + "".join(f"$bench_body_{n}" for n in range(len(chunks))) + '"')
+
+
+def cmd_last(results, field):
+    """A field of the last record."""
+    with open(results) as f:
+        print(json.loads(f.readlines()[-1])[field])
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+# (case, variant key, label) in the order of the table; the variant keys are
+# what ci/bench records.
+ROWS = [
+    ("1", "hit-static", "module", "module HIT"),
+    ("1", "hit-static", "static", "nginx static file, `try_files`"),
+    ("1", "hit-static", "memory", "nginx `return 200` from memory (ceiling)"),
+    ("2", "hit-pcache", "module", "module HIT"),
+    ("2", "hit-pcache", "pcache", "`proxy_cache` HIT"),
+    ("3", "miss", "module", "module MISS, page stored"),
+    ("3", "miss", "pcache", "`proxy_cache` MISS, response stored"),
+    ("3", "miss", "proxy", "plain `proxy_pass`"),
+    ("4", "app", "app", "the app alone (APP)"),
+    ("4", "app", "module", "module HIT in front of the app"),
+    ("5", "deletion", "without", "module HIT, no deletion running"),
+    ("5", "deletion", "during", "module HIT during background deletion"),
+    ("6", "mix", "mix", "mixed HIT/MISS/purge load (memory run)"),
+]
+
+# (label, case, numerator, denominator, target, comparison)
+RATIOS = [
+    ("module HIT / static `try_files`", "hit-static", "module", "static", 1.0),
+    ("module HIT / `return 200` from memory", "hit-static", "module", "memory", None),
+    ("`return 200` from memory / static `try_files`", "hit-static", "memory", "static", None),
+    ("module HIT / `proxy_cache` HIT", "hit-pcache", "module", "pcache", 1.0),
+    ("module MISS + store / `proxy_pass`", "miss", "module", "proxy", 0.95),
+    ("module MISS + store / `proxy_cache` MISS + store", "miss", "module", "pcache", None),
+    ("`proxy_cache` MISS + store / `proxy_pass`", "miss", "pcache", "proxy", None),
+    ("module HIT in front of the app / the app alone", "app", "module", "app", None),
+]
+
+
+def load(results):
+    runs, values = {}, {}
+    with open(results) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["kind"] == "run":
+                runs.setdefault((rec["case"], rec["variant"]), []).append(rec)
+            else:
+                values.setdefault(rec["name"], []).append(rec["value"])
+    return runs, values
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec):
+    return "n/a" if x is None else format(x, spec)
+
+
+def met(value, target, below=False):
+    if value is None or target is None:
+        return ""
+    return "yes" if (value < target if below else value >= target) else "**no**"
+
+
+def report(results):
+    runs, values = load(results)
+    info = {k: v[-1] for k, v in values.items()}
+    app = "Django under gunicorn" if info.get("app_is_django") else "Python stdlib `http.server` app"
+    if "app_page_bytes" in info:
+        app += f", {info['app_page_bytes'] / 1024:.1f} KiB page"
+    lines = []
+    out = lines.append
+
+    out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs |")
+    out("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for case_no, case, variant, label in ROWS:
+        rs = runs.get((case, variant))
+        if not rs:
+            continue
+        rps = [r["rps"] for r in rs]
+        spread = (max(rps) - min(rps)) / median(rps) * 100 if median(rps) else 0
+        out(
+            f"| {case_no} | {label.replace('APP', app)} | {median(rps):,.0f} "
+            f"| {median([r['p50'] for r in rs]):.3f} | {median([r['p99'] for r in rs]):.3f} "
+            f"| {spread:.0f}% | {len(rs)} |"
+        )
+    out("")
+    out("Requests/s, p50 and p99 are medians over the runs; spread is "
+        "(max - min) / median of the requests/s.")
+    out("")
+
+    def ratio(case, num, den):
+        a = runs.get((case, num))
+        b = runs.get((case, den))
+        if not a or not b:
+            return None
+        return median([r["rps"] for r in a]) / median([r["rps"] for r in b])
+
+    out("| Measure | Result | Target | Met |")
+    out("| --- | ---: | --- | --- |")
+    for label, case, num, den, target in RATIOS:
+        value = ratio(case, num, den)
+        if value is None:
+            continue
+        out(f"| {label} | {value:.2f} × | {'≥ %.2f ×' % target if target else ''} "
+            f"| {met(value, target)} |")
+
+    sizes = sorted(int(k.rsplit("_", 1)[1]) for k in values if k.startswith("purge_ms_"))
+    for size in sizes:
+        ms = median(values[f"purge_ms_{size}"])
+        target = 100.0 if size == max(sizes) else None
+        out(f"| whole-tree purge of {size:,} pages: reply after | {ms:.1f} ms "
+            f"| {'< 100 ms' if target else ''} | {met(ms, target, below=True)} |")
+    for size in sizes:
+        deletion = median(values.get(f"deletion_s_{size}", []))
+        out(f"| background deletion of those {size:,} pages took | {fmt(deletion, '.1f')} s | | |")
+    during = runs.get(("deletion", "during"))
+    without = runs.get(("deletion", "without"))
+    if during and without:
+        size = int(info["deletion_size"])
+        early = int(info.get("deletion_ended_early", 0))
+        value = ratio("deletion", "during", "without")
+        note = f" (deletion ended before the window in {early} of {len(during)} runs)" if early else ""
+        out(f"| module HIT during deletion of {size:,} pages / without{note} | {value:.2f} × "
+            f"| ≥ 0.80 × | {met(value, 0.8) if not early else 'not measured'} |")
+    if "rss_before_kib" in info:
+        growth = info["rss_after_kib"] - info["rss_before_kib"]
+        out(f"| worker RSS growth over {info['rss_requests']:,.0f} mixed requests "
+            f"({info['rss_before_kib']:,.0f} → {info['rss_after_kib']:,.0f} KiB) "
+            f"| {growth:+,.0f} KiB | < 1024 KiB | {met(growth, 1024, below=True)} |")
+        anon = info["anon_after_kib"] - info["anon_before_kib"]
+        out(f"| worker RssAnon growth over the same requests "
+            f"({info['anon_before_kib']:,.0f} → {info['anon_after_kib']:,.0f} KiB) "
+            f"| {anon:+,.0f} KiB | | |")
+    if "miss_stored" in info:
+        out(f"| MISS runs: pages stored / requests answered | "
+            f"{info['miss_stored']:,.0f} / {info['miss_requests']:,.0f} | all | "
+            f"{met(info['miss_stored'] / max(info['miss_requests'], 1), 0.99)} |")
+    return "\n".join(lines) + "\n"
+
+
+BEGIN = "<!-- ci/bench --write: begin -->"
+END = "<!-- ci/bench --write: end -->"
+
+
+def cmd_write(report_file, markdown):
+    with open(report_file) as f:
+        generated = f.read()
+    try:
+        with open(markdown) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        sys.exit(f"bench: {markdown} lacks the markers {BEGIN} / {END}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(markdown, "w") as f:
+        f.write(f"{head}{BEGIN}\n{generated}{END}{tail}")
+
+
+def main():
+    args = sys.argv[1:]
+    commands = {
+        "wrk": cmd_wrk,
+        "wrk-requests": cmd_wrk_requests,
+        "value": cmd_value,
+        "body": cmd_body,
+        "tree": cmd_tree,
+        "count": cmd_count,
+        "memory-conf": cmd_memory_conf,
+        "last": cmd_last,
+        "report": lambda results: sys.stdout.write(report(results)),
+        "write": cmd_write,
+    }
+    if not args or args[0] not in commands:
+        sys.exit(__doc__)
+    commands[args[0]](*args[1:])
+
+
+if __name__ == "__main__":
+    main()
