@@ -45,7 +45,7 @@ pub(crate) struct HitPage {
     pub mtime: i64,
     pub modified: FileTime,
     pub body_offset: u64,
-    pub content_type: Vec<u8>,
+    pub content_type: std::rc::Rc<[u8]>,
 }
 
 /// Where a MISS would store its page, and under which configuration.

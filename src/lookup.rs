@@ -2,8 +2,9 @@
 //! part, look for its page, and when there is a fresh one, replace the
 //! location's content handler with the one in `hit` that serves it.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -17,7 +18,7 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use static_gen_logic::journal;
-use static_gen_logic::page::{decode_header, MAX_HEADER_LEN};
+use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
 
 use crate::conf::{Root, StaticGenConf};
@@ -221,6 +222,32 @@ enum OpenError {
     Io(io::Error),
 }
 
+thread_local! {
+    /// Headers of pages served by this worker.
+    static HEADERS: RefCell<HeaderCache> = RefCell::new(HeaderCache::default());
+}
+
+/// Reads a page's header: most fit in the first bytes, none in more than
+/// [`MAX_HEADER_LEN`].
+fn read_header(file: &File, size: u64) -> Result<HeaderInfo, OpenError> {
+    const FIRST_READ: usize = 512;
+    let mut start = [0u8; MAX_HEADER_LEN];
+    let mut len = 0;
+    for want in [FIRST_READ, MAX_HEADER_LEN] {
+        let want = want.min(size as usize);
+        if want <= len {
+            break;
+        }
+        len += file
+            .read_at(&mut start[len..want], len as u64)
+            .map_err(OpenError::Io)?;
+        if let Ok(header) = decode_header(&start[..len]) {
+            return Ok(header.into());
+        }
+    }
+    Err(OpenError::Foreign)
+}
+
 /// Opens a page and reads its header.
 fn open_page(path: &Path) -> Result<HitPage, OpenError> {
     let file = OpenOptions::new()
@@ -238,13 +265,24 @@ fn open_page(path: &Path) -> Result<HitPage, OpenError> {
     if !meta.is_file() {
         return Err(OpenError::Foreign);
     }
-    let mut start = [0u8; MAX_HEADER_LEN];
-    let want = start.len().min(meta.len() as usize);
-    let got = file.read_at(&mut start[..want], 0).map_err(OpenError::Io)?;
-    let header = decode_header(&start[..got]).map_err(|_| OpenError::Foreign)?;
+    let version = PageVersion {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.len(),
+        mtime_sec: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec(),
+    };
+    let header = match HEADERS.with(|cache| cache.borrow().get(&version)) {
+        Some(header) => header,
+        None => {
+            let header = read_header(&file, meta.len())?;
+            HEADERS.with(|cache| cache.borrow_mut().insert(version, header.clone()));
+            header
+        }
+    };
     Ok(HitPage {
-        content_type: header.content_type.to_vec(),
-        body_offset: header.body_offset as u64,
+        content_type: header.content_type,
+        body_offset: header.body_offset,
         size: meta.len(),
         mtime: meta.mtime(),
         modified: journal::FileTime::of(&meta),

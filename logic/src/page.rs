@@ -82,6 +82,55 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
     })
 }
 
+/// Identifies one version of a page file: pages are replaced by rename,
+/// never rewritten, so a new version has a new inode or another time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageVersion {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+}
+
+/// What a HIT needs from a page's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub content_type: std::rc::Rc<[u8]>,
+    pub body_offset: u64,
+}
+
+impl From<PageHeader<'_>> for HeaderInfo {
+    fn from(header: PageHeader<'_>) -> Self {
+        HeaderInfo {
+            content_type: header.content_type.into(),
+            body_offset: header.body_offset as u64,
+        }
+    }
+}
+
+/// The headers of recently served pages, so that a HIT need not read the
+/// file's first bytes again. Bounded: when full it starts over.
+#[derive(Debug, Default)]
+pub struct HeaderCache {
+    entries: std::collections::HashMap<PageVersion, HeaderInfo>,
+}
+
+impl HeaderCache {
+    pub const CAPACITY: usize = 1024;
+
+    pub fn get(&self, version: &PageVersion) -> Option<HeaderInfo> {
+        self.entries.get(version).cloned()
+    }
+
+    pub fn insert(&mut self, version: PageVersion, info: HeaderInfo) {
+        if self.entries.len() >= Self::CAPACITY {
+            self.entries.clear();
+        }
+        self.entries.insert(version, info);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +181,33 @@ mod tests {
             decode_header(b"static_gen 1\nuri: /\n\n"),
             Err(HeaderError::Foreign)
         );
+    }
+
+    #[test]
+    fn header_cache_is_keyed_by_version_and_bounded() {
+        let version = |ino| PageVersion {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_sec: 5,
+            mtime_nsec: 7,
+        };
+        let info = |t: &[u8]| HeaderInfo {
+            content_type: t.into(),
+            body_offset: 40,
+        };
+        let mut cache = HeaderCache::default();
+        cache.insert(version(1), info(b"text/html"));
+        assert_eq!(cache.get(&version(1)), Some(info(b"text/html")));
+        let newer = PageVersion {
+            mtime_nsec: 8,
+            ..version(1)
+        };
+        assert_eq!(cache.get(&newer), None, "a replaced page is read again");
+        for ino in 2..=HeaderCache::CAPACITY as u64 + 1 {
+            cache.insert(version(ino), info(b"x"));
+        }
+        assert!(cache.entries.len() <= HeaderCache::CAPACITY);
     }
 
     #[test]

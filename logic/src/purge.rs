@@ -302,9 +302,33 @@ fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> 
     with_signals_blocked(|| {
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(f)
+            .spawn(move || {
+                run_when_idle();
+                f()
+            })
             .map(|_| ())
     })
+}
+
+/// Lets the calling thread use only CPU and disk time nobody else wants:
+/// deleting a purged tree must not slow down the requests being served
+/// (stale pages are never served, so the deletion can wait).
+fn run_when_idle() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: both calls change only the calling thread's scheduling; a
+    // failure leaves it as it was.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+    }
 }
 
 /// Runs `f` with all signals blocked in the calling thread, so that a thread

@@ -184,9 +184,11 @@ impl PageWriter {
             }
         }
         // the process umask must not make pages unreadable to other workers
-        self.file
-            .set_permissions(Permissions::from_mode(self.limits.mode))
-            .map_err(|e| StoreError::io("chmod", &self.temp, e))?;
+        if self.limits.mode & process_umask() != 0 {
+            self.file
+                .set_permissions(Permissions::from_mode(self.limits.mode))
+                .map_err(|e| StoreError::io("chmod", &self.temp, e))?;
+        }
         let renamed = match fs::rename(&self.temp, dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = dest.parent() {
@@ -238,6 +240,20 @@ impl Drop for PageWriter {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// The process's file mode creation mask, read once (reading it means
+/// setting it; nginx workers do not change it).
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        // SAFETY: umask only swaps the mask; the old one is put back.
+        unsafe {
+            let mask = libc::umask(0o022);
+            libc::umask(mask);
+            mask as u32
+        }
+    })
 }
 
 fn open_new(path: &Path, mode: u32) -> io::Result<File> {
