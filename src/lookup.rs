@@ -3,6 +3,7 @@
 //! location's content handler with the one in `hit` that serves it.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -17,6 +18,7 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use static_gen_logic::epoch::SharedEpoch;
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
@@ -104,13 +106,26 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
 /// True for a page written before the last whole-tree purge (and not yet
 /// deleted by it). When the epoch cannot be read, the page is not trusted.
 fn purged(r: &Request, root: &Path, page: &HitPage) -> bool {
-    match journal::epoch(root) {
-        Ok(epoch) => journal::is_stale(page.modified, epoch),
-        Err(err) => {
-            log_store_error(r, &err);
-            true
+    EPOCHS.with(|epochs| {
+        let mut epochs = epochs.borrow_mut();
+        if !epochs.contains_key(root) {
+            match SharedEpoch::open(root) {
+                Ok(epoch) => {
+                    // roots with variables can be many: start over when full
+                    if epochs.len() >= MAX_MAPPED_EPOCHS {
+                        epochs.clear();
+                    }
+                    epochs.insert(root.to_owned(), epoch);
+                }
+                Err(err) => {
+                    log_store_error(r, &err);
+                    return true;
+                }
+            }
         }
-    }
+        let epoch = epochs.get(root).and_then(SharedEpoch::load);
+        journal::is_stale(page.modified, epoch)
+    })
 }
 
 /// A request that goes upstream and whose response may replace `file`:
@@ -225,7 +240,11 @@ enum OpenError {
 thread_local! {
     /// Headers of pages served by this worker.
     static HEADERS: RefCell<HeaderCache> = RefCell::new(HeaderCache::default());
+    /// The epochs of the trees this worker served, mapped.
+    static EPOCHS: RefCell<HashMap<PathBuf, SharedEpoch>> = RefCell::new(HashMap::new());
 }
+
+const MAX_MAPPED_EPOCHS: usize = 256;
 
 /// Reads a page's header: most fit in the first bytes, none in more than
 /// [`MAX_HEADER_LEN`].

@@ -21,11 +21,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::epoch::SharedEpoch;
 use crate::scope::Scope;
 use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
 
 const JOURNAL: &str = "purges";
-const EPOCH: &str = "epoch";
 const LOCK: &str = "lock";
 const RESERVED_MODE: u32 = 0o755;
 
@@ -62,17 +62,13 @@ impl FileTime {
 
 /// When the last whole-tree purge happened, if ever.
 pub fn epoch(root: &Path) -> Result<Option<FileTime>, StoreError> {
-    let path = reserved_dir(root).join(EPOCH);
-    match fs::metadata(&path) {
-        Ok(meta) => Ok(Some(FileTime::of(&meta))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("stat", path, e)),
-    }
+    Ok(SharedEpoch::open(root)?.load())
 }
 
 /// True for a page written no later than the last whole-tree purge. File
-/// times are coarse (a clock tick): a page written in the purge's own tick
-/// counts as stale, which costs a MISS, never a stale HIT.
+/// times are coarse (a clock tick behind the clock the epoch is read from):
+/// a page written just after a purge may count as stale, which costs a MISS,
+/// never a stale HIT.
 pub fn is_stale(page: FileTime, epoch: Option<FileTime>) -> bool {
     epoch.is_some_and(|epoch| page <= epoch)
 }
@@ -134,9 +130,9 @@ pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
     let path = journal_path(root);
     create_dirs(&reserved_dir(root), RESERVED_MODE)?;
     let Some(scope_path) = scope.path() else {
-        // a fresh epoch, then a fresh journal: every earlier page and mark
-        // is now stale
-        replace_with_empty(root, EPOCH)?;
+        // a new epoch, then a fresh journal: every earlier page and mark is
+        // now stale
+        SharedEpoch::open(root)?.store(crate::epoch::now());
         return replace_with_empty(root, JOURNAL);
     };
     let mut line = Vec::with_capacity(scope_path.len() + 8);

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod cookie;
+pub mod epoch;
 pub mod journal;
 pub mod matcher;
 pub mod page;

@@ -1,0 +1,135 @@
+//! The epoch of a tree: when its last whole-tree purge happened. Pages last
+//! written no later than the epoch are stale and never served.
+//!
+//! Every lookup needs it, so it lives in an 8-byte file that each process
+//! maps: a purge stores the new epoch into the shared page, and every worker
+//! (of this nginx or the next) sees it at once without a system call.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::journal::FileTime;
+use crate::store::{create_dirs, reserved_dir, StoreError};
+
+const EPOCH: &str = "epoch";
+const RESERVED_MODE: u32 = 0o755;
+const NANOS: i64 = 1_000_000_000;
+
+/// A tree's epoch file, mapped.
+#[derive(Debug)]
+pub struct SharedEpoch {
+    value: *mut AtomicU64,
+}
+
+impl SharedEpoch {
+    /// Maps the epoch file of `root`, creating it (no purge yet) if needed.
+    pub fn open(root: &Path) -> Result<SharedEpoch, StoreError> {
+        let path = reserved_dir(root).join(EPOCH);
+        let io_error = |op, e| StoreError::Io {
+            op,
+            path: path.clone(),
+            source: e,
+        };
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dirs(&reserved_dir(root), RESERVED_MODE)?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| io_error("open", e))?;
+        let len = std::mem::size_of::<u64>();
+        // growing to 8 bytes is idempotent: a value already there stays
+        if file.metadata().map_err(|e| io_error("stat", e))?.len() < len as u64 {
+            file.set_len(len as u64)
+                .map_err(|e| io_error("truncate", e))?;
+        }
+        // SAFETY: a shared mapping of the file's first 8 bytes, which exist;
+        // the descriptor may be closed once mapped.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io_error("mmap", io::Error::last_os_error()));
+        }
+        Ok(SharedEpoch { value: map.cast() })
+    }
+
+    /// The last whole-tree purge, if any.
+    pub fn load(&self) -> Option<FileTime> {
+        // SAFETY: a live, page-aligned mapping of 8 bytes.
+        let nanos = unsafe { (*self.value).load(Ordering::Acquire) } as i64;
+        (nanos != 0).then_some(FileTime {
+            sec: nanos / NANOS,
+            nsec: nanos % NANOS,
+        })
+    }
+
+    /// Records a whole-tree purge at `time`.
+    pub fn store(&self, time: FileTime) {
+        let nanos = (time.sec * NANOS + time.nsec) as u64;
+        // SAFETY: as in `load`.
+        unsafe { (*self.value).store(nanos, Ordering::Release) }
+    }
+}
+
+impl Drop for SharedEpoch {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`, unmapped once.
+        unsafe { libc::munmap(self.value.cast(), std::mem::size_of::<u64>()) };
+    }
+}
+
+/// The current time, on the clock file times are taken from.
+pub fn now() -> FileTime {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    FileTime {
+        sec: since.as_secs() as i64,
+        nsec: since.subsec_nanos() as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::Scratch;
+
+    #[test]
+    fn a_purge_is_seen_through_every_mapping() {
+        let root = Scratch::new("epoch");
+        let worker_a = SharedEpoch::open(&root.0).unwrap();
+        let worker_b = SharedEpoch::open(&root.0).unwrap();
+        assert_eq!(worker_a.load(), None);
+        let at = now();
+        worker_a.store(at);
+        assert_eq!(worker_b.load(), Some(at));
+        drop(worker_b);
+        assert_eq!(
+            SharedEpoch::open(&root.0).unwrap().load(),
+            Some(at),
+            "kept in the file"
+        );
+    }
+}
