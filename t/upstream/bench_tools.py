@@ -11,6 +11,9 @@ answers the page from memory, and turn the results into the report table.
     bench_tools.py count DIR                      files under DIR
     bench_tools.py memory-conf ARTICLE maps|body  nginx serving ARTICLE from memory
     bench_tools.py last RESULTS FIELD             a field of the last record
+    bench_tools.py monitor PID OUTPUT             CPU time of processes outside
+                                                  PID's tree, until PID ends
+    bench_tools.py others OUTPUT                  the monitor's totals, in words
     bench_tools.py report RESULTS                 the report (Markdown)
     bench_tools.py write REPORT MARKDOWN          put REPORT between MARKDOWN's markers
 """
@@ -169,6 +172,73 @@ def cmd_last(results, field):
 
 
 # --------------------------------------------------------------------------
+# Other load on the machine
+# --------------------------------------------------------------------------
+
+
+def _processes():
+    """pid -> (ppid, comm, utime + stime in clock ticks)."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        procs[int(entry)] = (int(fields[1]), comm, int(fields[11]) + int(fields[12]))
+    return procs
+
+
+def cmd_monitor(root_pid, output):
+    """Every second, adds up the CPU time of the processes that are not
+    ROOT_PID or its descendants (the benchmark's own), by command name, and
+    writes the totals (seconds) to OUTPUT as JSON when ROOT_PID has ended
+    or on SIGTERM. Processes that start and end within a second are missed."""
+    import signal
+    import time
+
+    root_pid = int(root_pid)
+    tick = os.sysconf("SC_CLK_TCK")
+    others = {}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    before = _processes()
+    while not stop and os.path.exists(f"/proc/{root_pid}"):
+        time.sleep(1)
+        now = _processes()
+        ours = {root_pid, os.getpid()}
+        changed = True
+        while changed:
+            changed = False
+            for pid, (ppid, _, _) in now.items():
+                if ppid in ours and pid not in ours:
+                    ours.add(pid)
+                    changed = True
+        for pid, (_, comm, ticks) in now.items():
+            if pid in ours or pid not in before or before[pid][1] != comm:
+                continue
+            used = ticks - before[pid][2]
+            if used > 0:
+                others[comm] = others.get(comm, 0) + used / tick
+        before = now
+    with open(output, "w") as f:
+        json.dump(others, f)
+
+
+def cmd_others(output):
+    with open(output) as f:
+        others = json.load(f)
+    total = sum(others.values())
+    top = sorted(others.items(), key=lambda kv: -kv[1])
+    named = ", ".join(f"`{comm}` {sec:.0f} s" for comm, sec in top[:4] if sec >= 0.5)
+    print(f"{total:.0f} CPU-seconds" + (f" ({named})" if named else ""))
+
+
+# --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
@@ -299,10 +369,10 @@ def report(results):
         out(f"| worker RssAnon growth over the same requests "
             f"({info['anon_before_kib']:,.0f} → {info['anon_after_kib']:,.0f} KiB) "
             f"| {anon:+,.0f} KiB | | |")
-    if "miss_stored" in info:
-        out(f"| MISS runs: pages stored / requests answered | "
-            f"{info['miss_stored']:,.0f} / {info['miss_requests']:,.0f} | all | "
-            f"{met(info['miss_stored'] / max(info['miss_requests'], 1), 0.99)} |")
+    if "miss_stored" in values:
+        stored, answered = sum(values["miss_stored"]), sum(values["miss_requests"])
+        out(f"| module MISS runs: pages stored / responses | "
+            f"{stored:,.0f} / {answered:,.0f} | all | {met(stored, answered)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -337,6 +407,8 @@ def main():
         "count": cmd_count,
         "memory-conf": cmd_memory_conf,
         "last": cmd_last,
+        "monitor": cmd_monitor,
+        "others": cmd_others,
         "report": lambda results: sys.stdout.write(report(results)),
         "write": cmd_write,
     }
