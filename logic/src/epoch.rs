@@ -100,6 +100,29 @@ impl Drop for SharedEpoch {
     }
 }
 
+/// Returns once file times (the kernel's coarse clock, up to a tick behind
+/// the precise one) have passed `epoch`, so that every page written after a
+/// purge returns is newer than its epoch and not taken for stale. Waits a
+/// clock tick at most (bounded at 50 ms).
+pub fn wait_until_file_times_pass(epoch: FileTime) {
+    for _ in 0..50 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec passed to it.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        if (FileTime {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec,
+        }) > epoch
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The current time, on the clock file times are taken from.
 pub fn now() -> FileTime {
     let since = std::time::SystemTime::now()
@@ -130,6 +153,20 @@ mod tests {
             SharedEpoch::open(&root.0).unwrap().load(),
             Some(at),
             "kept in the file"
+        );
+    }
+
+    #[test]
+    fn a_page_written_right_after_a_purge_is_not_stale() {
+        let root = Scratch::new("epoch-after");
+        let at = now();
+        wait_until_file_times_pass(at);
+        let page = root.0.join("page.html");
+        std::fs::write(&page, b"new").unwrap();
+        let written = FileTime::of(&std::fs::metadata(&page).unwrap());
+        assert!(
+            !crate::journal::is_stale(written, Some(at)),
+            "{written:?} <= {at:?}"
         );
     }
 }

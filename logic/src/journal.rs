@@ -132,7 +132,9 @@ pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
     let Some(scope_path) = scope.path() else {
         // a new epoch, then a fresh journal: every earlier page and mark is
         // now stale
-        SharedEpoch::open(root)?.store(crate::epoch::now());
+        let epoch = crate::epoch::now();
+        SharedEpoch::open(root)?.store(epoch);
+        crate::epoch::wait_until_file_times_pass(epoch);
         return replace_with_empty(root, JOURNAL);
     };
     let mut line = Vec::with_capacity(scope_path.len() + 8);
