@@ -5,18 +5,15 @@
 //! maps: a purge stores the new epoch into the shared page, and every worker
 //! (of this nginx or the next) sees it at once without a system call.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::journal::FileTime;
-use crate::store::{create_dirs, reserved_dir, StoreError};
+use crate::store::{open_reserved_file, StoreError};
 
 const EPOCH: &str = "epoch";
-const RESERVED_MODE: u32 = 0o755;
 const NANOS: i64 = 1_000_000_000;
 
 /// A tree's epoch file, mapped.
@@ -28,29 +25,12 @@ pub struct SharedEpoch {
 impl SharedEpoch {
     /// Maps the epoch file of `root`, creating it (no purge yet) if needed.
     pub fn open(root: &Path) -> Result<SharedEpoch, StoreError> {
-        let path = reserved_dir(root).join(EPOCH);
+        let (file, path) = open_reserved_file(root, EPOCH)?;
         let io_error = |op, e| StoreError::Io {
             op,
             path: path.clone(),
             source: e,
         };
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-        };
-        let file = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs(&reserved_dir(root), RESERVED_MODE)?;
-                open()
-            }
-            other => other,
-        }
-        .map_err(|e| io_error("open", e))?;
         let len = std::mem::size_of::<u64>();
         // growing to 8 bytes is idempotent: a value already there stays
         if file.metadata().map_err(|e| io_error("stat", e))?.len() < len as u64 {

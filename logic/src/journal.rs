@@ -23,11 +23,12 @@ use std::path::{Path, PathBuf};
 
 use crate::epoch::SharedEpoch;
 use crate::scope::Scope;
-use crate::store::{create_dirs, reserved_dir, unique_name, StoreError};
+use crate::store::{
+    create_dirs, open_reserved_file, reserved_dir, unique_name, StoreError, RESERVED_MODE,
+};
 
 const JOURNAL: &str = "purges";
 const LOCK: &str = "lock";
-const RESERVED_MODE: u32 = 0o755;
 
 /// The journal as a MISS found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,24 +189,7 @@ impl TreeLock {
     }
 
     fn take(root: &Path, operation: i32) -> Result<TreeLock, StoreError> {
-        let path = reserved_dir(root).join(LOCK);
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-        };
-        let file = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs(&reserved_dir(root), RESERVED_MODE)?;
-                open()
-            }
-            other => other,
-        }
-        .map_err(|e| io_error("open", path.clone(), e))?;
+        let (file, path) = open_reserved_file(root, LOCK)?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
             return Err(io_error("flock", path, io::Error::last_os_error()));

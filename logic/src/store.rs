@@ -95,6 +95,33 @@ pub fn reserved_dir(root: &Path) -> PathBuf {
     root.join(RESERVED_DIR)
 }
 
+/// Mode of the reserved directory, which every worker reads.
+pub(crate) const RESERVED_MODE: u32 = 0o755;
+
+/// Opens (creating it, and the reserved directory, if needed) one of the
+/// module's own files under `root`, for reading and writing.
+pub(crate) fn open_reserved_file(root: &Path, name: &str) -> Result<(File, PathBuf), StoreError> {
+    let path = reserved_dir(root).join(name);
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+    };
+    let file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs(&reserved_dir(root), RESERVED_MODE)?;
+            open()
+        }
+        other => other,
+    }
+    .map_err(|e| StoreError::io("open", &path, e))?;
+    Ok((file, path))
+}
+
 /// A page being written. Dropping it before [`PageWriter::commit`] removes
 /// the temporary file.
 #[derive(Debug)]
