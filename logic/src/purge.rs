@@ -9,6 +9,7 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::journal::{self, is_stale, FileTime, TreeLock};
 use crate::path::{page_file, RESERVED_DIR};
@@ -61,10 +62,9 @@ pub fn clean_up_in_background(root: &Path, cleanup: Cleanup) -> io::Result<bool>
     let root = root.to_owned();
     match cleanup {
         Cleanup::None => Ok(false),
-        Cleanup::Trash(dir) => spawn_quiet("static_gen purge", move || {
-            let _ = fs::remove_dir_all(&dir);
-        })
-        .map(|()| true),
+        Cleanup::Trash(dir) => {
+            spawn_quiet("static_gen purge", move || remove_trash(&dir)).map(|()| true)
+        }
         Cleanup::Stale(epoch) => {
             spawn_quiet("static_gen purge", move || remove_stale(&root, epoch)).map(|()| true)
         }
@@ -74,26 +74,68 @@ pub fn clean_up_in_background(root: &Path, cleanup: Cleanup) -> io::Result<bool>
 /// Deletes the pages written no later than `epoch`, and directories left
 /// empty, everywhere but the reserved directory.
 pub fn remove_stale(root: &Path, epoch: FileTime) {
-    fn walk(dir: &Path, epoch: FileTime, top: bool) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if top && entry.file_name() == RESERVED_DIR {
-                continue;
-            }
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                walk(&path, epoch, false);
-                // fails, as it should, when new pages arrived meanwhile
-                let _ = fs::remove_dir(&path);
-            } else if is_stale(FileTime::of(&meta), Some(epoch)) {
-                let _ = fs::remove_file(&path);
-            }
+    let stale = |entry: &fs::DirEntry| {
+        entry
+            .metadata()
+            .is_ok_and(|meta| is_stale(FileTime::of(&meta), Some(epoch)))
+    };
+    remove_under(root, &stale, true, &mut Pace::default());
+}
+
+/// Deletes a trash directory and everything in it.
+fn remove_trash(dir: &Path) {
+    remove_under(dir, &|_| true, false, &mut Pace::default());
+    let _ = fs::remove_dir(dir);
+}
+
+/// Deletes the files under `dir` that `doomed` selects, and the directories
+/// left empty (skipping the reserved directory when `dir` is a root).
+fn remove_under(
+    dir: &Path,
+    doomed: &dyn Fn(&fs::DirEntry) -> bool,
+    is_root: bool,
+    pace: &mut Pace,
+) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if is_root && entry.file_name() == RESERVED_DIR {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_under(&path, doomed, false, pace);
+            // fails, as it should, when new pages arrived meanwhile
+            let _ = fs::remove_dir(&path);
+            pace.step();
+        } else if doomed(&entry) {
+            let _ = fs::remove_file(&path);
+            pace.step();
         }
     }
-    walk(root, epoch, true);
+}
+
+/// The speed of a background deletion. An idle-priority thread still runs
+/// in every gap a busy worker leaves and its unlinks contend with the
+/// workers' file system calls (HITs fell to 0.64 x while 100,000 pages were
+/// deleted flat out); short pauses bound its share. Stale pages are never
+/// served, so only the disk space waits.
+#[derive(Default)]
+struct Pace {
+    removed: u32,
+}
+
+impl Pace {
+    const BATCH: u32 = 20;
+    const PAUSE: Duration = Duration::from_millis(1);
+
+    fn step(&mut self) {
+        self.removed += 1;
+        if self.removed % Self::BATCH == 0 {
+            std::thread::sleep(Self::PAUSE);
+        }
+    }
 }
 
 /// The purge reply: one line of JSON.
@@ -267,7 +309,7 @@ pub fn clean_leftovers(root: &Path) {
     let reserved = reserved_dir(root);
     if let Ok(trash) = fs::read_dir(reserved.join("trash")) {
         for entry in trash.flatten() {
-            let _ = fs::remove_dir_all(entry.path());
+            remove_trash(&entry.path());
         }
     }
     if let Ok(temps) = fs::read_dir(reserved.join("tmp")) {
@@ -446,6 +488,26 @@ mod tests {
         assert!(
             reserved_dir(&root.0).join("purges").exists(),
             "the reserved directory stays"
+        );
+    }
+
+    #[test]
+    fn background_deletion_pauses_between_batches() {
+        let root = Scratch::new("paced");
+        let trash = root.0.join("trash");
+        let files: Vec<String> = (0..200).map(|i| format!("trash/{i}.html")).collect();
+        tree(
+            &root.0,
+            &files.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let started = Instant::now();
+        remove_trash(&trash);
+        assert!(!trash.exists());
+        // 201 removals: at least 10 pauses, however fast the disk
+        assert!(
+            started.elapsed() >= Pace::PAUSE * 10,
+            "{:?}",
+            started.elapsed()
         );
     }
 
