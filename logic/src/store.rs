@@ -14,6 +14,9 @@ use crate::journal::{self, Mark, TreeLock};
 use crate::path::RESERVED_DIR;
 
 const COPY_CHUNK: usize = 64 * 1024;
+/// Bytes gathered before a write: nginx passes a body in buffers of a few
+/// KB, and most pages fit here whole, so they take one `write`.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 /// What a page may be, and how it is written.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +130,8 @@ pub(crate) fn open_reserved_file(root: &Path, name: &str) -> Result<(File, PathB
 #[derive(Debug)]
 pub struct PageWriter {
     file: File,
+    /// Header and body bytes not yet written.
+    pending: Vec<u8>,
     temp: PathBuf,
     body_written: u64,
     limits: PageLimits,
@@ -151,28 +156,45 @@ impl PageWriter {
             other => other,
         }
         .map_err(|e| StoreError::io("open", &temp, e))?;
+        let whole_page = limits.expected.map_or(usize::MAX, |len| {
+            usize::try_from(len).map_or(usize::MAX, |len| len.saturating_add(header.len()))
+        });
         let mut writer = PageWriter {
             file,
+            pending: Vec::with_capacity(WRITE_BUFFER.min(whole_page)),
             temp,
             body_written: 0,
             limits,
             committed: false,
         };
-        writer
-            .file
-            .write_all(header)
-            .map_err(|e| StoreError::io("write", &writer.temp, e))?;
+        writer.append(header)?;
         Ok(writer)
     }
 
     /// Appends body bytes.
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         self.check_room(data.len() as u64)?;
-        self.file
-            .write_all(data)
-            .map_err(|e| StoreError::io("write", &self.temp, e))?;
+        self.append(data)?;
         self.body_written += data.len() as u64;
         Ok(())
+    }
+
+    fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        if self.pending.len() + data.len() > WRITE_BUFFER {
+            self.flush()?;
+        }
+        if data.len() >= WRITE_BUFFER {
+            write_to(&mut self.file, &self.temp, data)
+        } else {
+            self.pending.extend_from_slice(data);
+            Ok(())
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let written = write_to(&mut self.file, &self.temp, &self.pending);
+        self.pending.clear();
+        written
     }
 
     /// Appends `len` body bytes read from `src` at `offset` (a buffer that
@@ -210,6 +232,7 @@ impl PageWriter {
                 });
             }
         }
+        self.flush()?;
         // the process umask must not make pages unreadable to other workers
         if self.limits.mode & process_umask() != 0 {
             self.file
@@ -281,6 +304,11 @@ fn process_umask() -> u32 {
             mask as u32
         }
     })
+}
+
+fn write_to(file: &mut File, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    file.write_all(data)
+        .map_err(|e| StoreError::io("write", path, e))
 }
 
 fn open_new(path: &Path, mode: u32) -> io::Result<File> {
@@ -402,6 +430,26 @@ pub(crate) mod tests {
             0o755
         );
         assert_eq!(temp_files(&root.0), 0);
+    }
+
+    #[test]
+    fn pieces_of_any_size_make_the_page() {
+        let root = Scratch::new("pieces");
+        let body: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let (small, rest) = body.split_at(100_000);
+        let (large, tail) = rest.split_at(40_000);
+        let mut writer = PageWriter::create(&root.0, b"H\n", expecting(150_000)).unwrap();
+        small
+            .chunks(4096)
+            .for_each(|piece| writer.write(piece).unwrap());
+        writer.write(large).unwrap();
+        writer.write(tail).unwrap();
+        let dest = root.0.join("big.html");
+        writer.commit(&dest).unwrap();
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            [b"H\n".as_slice(), &body].concat()
+        );
     }
 
     #[test]
