@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -108,22 +108,26 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
 fn purged(r: &Request, root: &Path, page: &HitPage) -> bool {
     EPOCHS.with(|epochs| {
         let mut epochs = epochs.borrow_mut();
-        if !epochs.contains_key(root) {
-            match SharedEpoch::open(root) {
-                Ok(epoch) => {
+        // keyed by the path's bytes: hashing a `Path` walks its components
+        let epoch = match epochs.get(root.as_os_str()) {
+            Some(mapped) => mapped.load(),
+            None => match SharedEpoch::open(root) {
+                Ok(mapped) => {
                     // roots with variables can be many: start over when full
                     if epochs.len() >= MAX_MAPPED_EPOCHS {
                         epochs.clear();
                     }
-                    epochs.insert(root.to_owned(), epoch);
+                    epochs
+                        .entry(root.as_os_str().to_owned())
+                        .or_insert(mapped)
+                        .load()
                 }
                 Err(err) => {
                     log_store_error(r, &err);
                     return true;
                 }
-            }
-        }
-        let epoch = epochs.get(root).and_then(SharedEpoch::load);
+            },
+        };
         journal::is_stale(page.modified, epoch)
     })
 }
@@ -241,7 +245,7 @@ thread_local! {
     /// Headers of pages served by this worker.
     static HEADERS: RefCell<HeaderCache> = RefCell::new(HeaderCache::default());
     /// The epochs of the trees this worker served, mapped.
-    static EPOCHS: RefCell<HashMap<PathBuf, SharedEpoch>> = RefCell::new(HashMap::new());
+    static EPOCHS: RefCell<HashMap<OsString, SharedEpoch>> = RefCell::new(HashMap::new());
 }
 
 const MAX_MAPPED_EPOCHS: usize = 256;
