@@ -74,14 +74,22 @@ def parse_wrk(text):
 
 
 def cmd_wrk(output, case, variant, results, *opts):
-    min_bytes = int(opts[1]) if opts[:1] == ("--min-bytes",) else 0
+    """Checks and records a wrk run. Options: --min-bytes N (per response),
+    --cpu-ticks N (the measured nginx worker's CPU time during the run)."""
+    options = dict(zip(opts[::2], (int(v) for v in opts[1::2])))
+    min_bytes = options.get("--min-bytes", 0)
     with open(output) as f:
         run = parse_wrk(f.read())
     per_request = run["bytes"] / max(run["requests"], 1)
+    cpu = ""
+    if "--cpu-ticks" in options:
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+        run["cpu_us"] = options["--cpu-ticks"] / ticks_per_s * 1e6 / max(run["requests"], 1)
+        cpu = f", worker CPU {run['cpu_us']:.1f} µs each"
     print(
         f"    {case:<10} {variant:<8} {run['rps']:>10.0f} req/s"
         f"  p50 {run['p50']:7.3f} ms  p99 {run['p99']:7.3f} ms"
-        f"  ({run['requests']} requests, {per_request / 1024:.1f} KiB each)",
+        f"  ({run['requests']} requests, {per_request / 1024:.1f} KiB{cpu})",
         file=sys.stderr,
     )
     problems = []
@@ -293,6 +301,11 @@ def fmt(x, spec):
     return "n/a" if x is None else format(x, spec)
 
 
+def cpu_us(runs, case, variant):
+    """Median worker CPU per request of a variant's runs, if measured."""
+    return median([r["cpu_us"] for r in runs.get((case, variant), []) if "cpu_us" in r])
+
+
 def met(value, target, below=False):
     if value is None or target is None:
         return ""
@@ -308,8 +321,8 @@ def report(results):
     lines = []
     out = lines.append
 
-    out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs |")
-    out("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs | Worker CPU µs/req |")
+    out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for case_no, case, variant, label in ROWS:
         rs = runs.get((case, variant))
         if not rs:
@@ -319,11 +332,13 @@ def report(results):
         out(
             f"| {case_no} | {label.replace('APP', app)} | {median(rps):,.0f} "
             f"| {median([r['p50'] for r in rs]):.3f} | {median([r['p99'] for r in rs]):.3f} "
-            f"| {spread:.0f}% | {len(rs)} |"
+            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f')} |"
         )
     out("")
     out("Requests/s, p50 and p99 are medians over the runs; spread is "
-        "(max - min) / median of the requests/s.")
+        "(max - min) / median of the requests/s. Worker CPU is the measured "
+        "nginx worker's user and system time per request (median over the "
+        "runs; none for the app alone, which nginx does not serve).")
     out("")
 
     def ratio(case, num, den):
@@ -369,6 +384,17 @@ def report(results):
         out(f"| worker RssAnon growth over the same requests "
             f"({info['anon_before_kib']:,.0f} → {info['anon_after_kib']:,.0f} KiB) "
             f"| {anon:+,.0f} KiB | | |")
+    floor = median(values.get("store_floor_us", []))
+    proxy_cpu = cpu_us(runs, "miss", "proxy")
+    module_cpu = cpu_us(runs, "miss", "module")
+    if floor is not None and proxy_cpu and module_cpu:
+        out(f"| module MISS worker CPU beyond `proxy_pass`'s ({module_cpu:.1f} - "
+            f"{proxy_cpu:.1f} µs) | {module_cpu - proxy_cpu:.1f} µs | | |")
+        out(f"| storing one page with the module's code alone, no nginx "
+            f"(`store_floor`) | {floor:.1f} µs | | |")
+        out(f"| module MISS / `proxy_pass` if storing cost the worker only that "
+            f"({proxy_cpu:.1f} / ({proxy_cpu:.1f} + {floor:.1f})) "
+            f"| {proxy_cpu / (proxy_cpu + floor):.2f} × | | |")
     if "miss_stored" in values:
         stored, answered = sum(values["miss_stored"]), sum(values["miss_requests"])
         out(f"| module MISS runs: pages stored / responses | "
