@@ -297,8 +297,8 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def fmt(x, spec):
-    return "n/a" if x is None else format(x, spec)
+def fmt(x, spec, missing="n/a"):
+    return missing if x is None else format(x, spec)
 
 
 def cpu_us(runs, case, variant):
@@ -332,13 +332,14 @@ def report(results):
         out(
             f"| {case_no} | {label.replace('APP', app)} | {median(rps):,.0f} "
             f"| {median([r['p50'] for r in rs]):.3f} | {median([r['p99'] for r in rs]):.3f} "
-            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f')} |"
+            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f', '')} |"
         )
     out("")
     out("Requests/s, p50 and p99 are medians over the runs; spread is "
         "(max - min) / median of the requests/s. Worker CPU is the measured "
         "nginx worker's user and system time per request (median over the "
-        "runs; none for the app alone, which nginx does not serve).")
+        "runs), in the cases measured one server at a time (1-4; not the app "
+        "alone, which nginx does not serve).")
     out("")
 
     def ratio(case, num, den):
