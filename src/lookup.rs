@@ -22,6 +22,7 @@ use static_gen_logic::epoch::SharedEpoch;
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
+use static_gen_logic::store::StoreError;
 
 use crate::conf::{Root, StaticGenConf};
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
@@ -106,29 +107,35 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
 /// True for a page written before the last whole-tree purge (and not yet
 /// deleted by it). When the epoch cannot be read, the page is not trusted.
 fn purged(r: &Request, root: &Path, page: &HitPage) -> bool {
+    match with_epoch(root, SharedEpoch::load) {
+        Ok(epoch) => journal::is_stale(page.modified, epoch),
+        Err(err) => {
+            log_store_error(r, &err);
+            true
+        }
+    }
+}
+
+/// Calls `f` with the epoch of the tree under `root`, mapped once per
+/// worker.
+pub(crate) fn with_epoch<T>(
+    root: &Path,
+    f: impl FnOnce(&SharedEpoch) -> T,
+) -> Result<T, StoreError> {
     EPOCHS.with(|epochs| {
         let mut epochs = epochs.borrow_mut();
         // keyed by the path's bytes: hashing a `Path` walks its components
-        let epoch = match epochs.get(root.as_os_str()) {
-            Some(mapped) => mapped.load(),
-            None => match SharedEpoch::open(root) {
-                Ok(mapped) => {
-                    // roots with variables can be many: start over when full
-                    if epochs.len() >= MAX_MAPPED_EPOCHS {
-                        epochs.clear();
-                    }
-                    epochs
-                        .entry(root.as_os_str().to_owned())
-                        .or_insert(mapped)
-                        .load()
-                }
-                Err(err) => {
-                    log_store_error(r, &err);
-                    return true;
-                }
-            },
-        };
-        journal::is_stale(page.modified, epoch)
+        if let Some(mapped) = epochs.get(root.as_os_str()) {
+            return Ok(f(mapped));
+        }
+        let mapped = SharedEpoch::open(root)?;
+        // roots with variables can be many: start over when full
+        if epochs.len() >= MAX_MAPPED_EPOCHS {
+            epochs.clear();
+        }
+        Ok(f(epochs
+            .entry(root.as_os_str().to_owned())
+            .or_insert(mapped)))
     })
 }
 

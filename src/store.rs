@@ -28,6 +28,7 @@ use static_gen_logic::throttle::ErrorThrottle;
 use crate::ctx::{self, MissPage};
 use crate::ext::{chain_bufs, BufData, BufExt, RequestExt};
 use crate::log::log_errno;
+use crate::lookup::with_epoch;
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
@@ -162,7 +163,10 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
             ctx.writer = None;
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                match writer.commit_unless_purged(&miss.file, &miss.root, miss.mark, r.uri()) {
+                let installed = with_epoch(&miss.root, |epoch| {
+                    writer.commit_unless_purged(&miss.file, &miss.root, miss.mark, r.uri(), epoch)
+                });
+                match installed.and_then(|installed| installed) {
                     Ok(true) => {}
                     Ok(false) => {
                         ngx::ngx_log_debug_http!(r, "static_gen: not stored: purged meanwhile");

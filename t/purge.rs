@@ -128,6 +128,30 @@ fn no_page_from_before_the_purge_is_served_after_it() {
 }
 
 #[test]
+fn a_page_stored_right_after_a_whole_purge_is_served() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    // each round stores within a clock tick of its purge, most of the time:
+    // where file times are coarse (kernels before 6.13's multigrain times,
+    // such as bookworm's 6.1) the page's time is then no later than the
+    // epoch unless the module stamps it (the unit test
+    // `a_page_fetched_right_after_a_whole_purge_is_fresh` shows it anywhere)
+    for round in 0..20 {
+        let purge = post(nginx.port(), "/_static_gen/purge", b"");
+        assert_eq!(purge.status, 200, "{purge}");
+        let stored = get(nginx.port(), "/a/");
+        assert_eq!(stored.sg_status(), "MISS", "round {round}");
+        let served = get(nginx.port(), "/a/");
+        assert_eq!(
+            served.sg_status(),
+            "HIT",
+            "round {round}: the page stored after the purge was taken for stale"
+        );
+        assert_eq!(served.body, stored.body, "round {round}");
+    }
+}
+
+#[test]
 fn purged_tree_is_deleted_in_the_background() {
     let up = versioned_upstream();
     let setup = Nginx::new(CONF).var("up", up.port());

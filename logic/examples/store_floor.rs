@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use static_gen_logic::epoch::SharedEpoch;
 use static_gen_logic::journal;
 use static_gen_logic::page::encode_header;
 use static_gen_logic::store::{PageLimits, PageWriter};
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
 /// a Django-style URI does) of `size` bytes each.
 fn store_pages(root: &Path, count: u64, size: usize) -> Result<(), Box<dyn std::error::Error>> {
     let body = vec![b'x'; size];
+    let epoch = SharedEpoch::open(root)?;
     for n in 0..count {
         let uri = format!("/floor/{n}/");
         let mark = journal::mark(root)?;
@@ -55,7 +57,7 @@ fn store_pages(root: &Path, count: u64, size: usize) -> Result<(), Box<dyn std::
             writer.write(piece)?;
         }
         let dest = root.join(format!("floor/{n}/index.html"));
-        if !writer.commit_unless_purged(&dest, root, mark, uri.as_bytes())? {
+        if !writer.commit_unless_purged(&dest, root, mark, uri.as_bytes(), &epoch)? {
             return Err("a purge was recorded meanwhile".into());
         }
     }

@@ -80,30 +80,38 @@ impl Drop for SharedEpoch {
     }
 }
 
-/// Returns once file times (the kernel's coarse clock, up to a tick behind
-/// the precise one) have passed `epoch`, so that every page written after a
-/// purge returns is newer than its epoch and not taken for stale. Waits a
-/// clock tick at most (bounded at 50 ms).
-pub fn wait_until_file_times_pass(epoch: FileTime) {
-    for _ in 0..50 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes the timespec passed to it.
-        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-        if (FileTime {
-            sec: ts.tv_sec,
-            nsec: ts.tv_nsec,
-        }) > epoch
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+/// The clock file times are taken from: the kernel's coarse clock, up to a
+/// tick behind [`now`]. A file written after this returned has a time no
+/// earlier than it.
+pub fn coarse_now() -> FileTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec passed to it.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    FileTime {
+        sec: ts.tv_sec,
+        nsec: ts.tv_nsec,
     }
 }
 
-/// The current time, on the clock file times are taken from.
+/// The time just after `time`.
+pub fn just_after(time: FileTime) -> FileTime {
+    if time.nsec + 1 < NANOS {
+        FileTime {
+            sec: time.sec,
+            nsec: time.nsec + 1,
+        }
+    } else {
+        FileTime {
+            sec: time.sec + 1,
+            nsec: 0,
+        }
+    }
+}
+
+/// The current time, precise: a purge's epoch.
 pub fn now() -> FileTime {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -137,16 +145,26 @@ mod tests {
     }
 
     #[test]
-    fn a_page_written_right_after_a_purge_is_not_stale() {
-        let root = Scratch::new("epoch-after");
-        let at = now();
-        wait_until_file_times_pass(at);
+    fn file_times_trail_the_precise_clock() {
+        let before = coarse_now();
+        let root = Scratch::new("epoch-coarse");
         let page = root.0.join("page.html");
         std::fs::write(&page, b"new").unwrap();
         let written = FileTime::of(&std::fs::metadata(&page).unwrap());
-        assert!(
-            !crate::journal::is_stale(written, Some(at)),
-            "{written:?} <= {at:?}"
+        assert!(before <= written, "{before:?} > {written:?}");
+        assert!(coarse_now() <= now());
+    }
+
+    #[test]
+    fn just_after_carries_into_seconds() {
+        let last = FileTime {
+            sec: 7,
+            nsec: NANOS - 1,
+        };
+        assert_eq!(just_after(last), FileTime { sec: 8, nsec: 0 });
+        assert_eq!(
+            just_after(FileTime { sec: 7, nsec: 5 }),
+            FileTime { sec: 7, nsec: 6 }
         );
     }
 }

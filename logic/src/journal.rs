@@ -67,9 +67,9 @@ pub fn epoch(root: &Path) -> Result<Option<FileTime>, StoreError> {
 }
 
 /// True for a page written no later than the last whole-tree purge. File
-/// times are coarse (a clock tick behind the clock the epoch is read from):
-/// a page written just after a purge may count as stale, which costs a MISS,
-/// never a stale HIT.
+/// times are coarse (a clock tick behind the clock the epoch is read from),
+/// so a page installed just after a purge is given a later time (see
+/// `PageWriter::commit_unless_purged`).
 pub fn is_stale(page: FileTime, epoch: Option<FileTime>) -> bool {
     epoch.is_some_and(|epoch| page <= epoch)
 }
@@ -133,9 +133,7 @@ pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
     let Some(scope_path) = scope.path() else {
         // a new epoch, then a fresh journal: every earlier page and mark is
         // now stale
-        let epoch = crate::epoch::now();
-        SharedEpoch::open(root)?.store(epoch);
-        crate::epoch::wait_until_file_times_pass(epoch);
+        SharedEpoch::open(root)?.store(crate::epoch::now());
         return replace_with_empty(root, JOURNAL);
     };
     let mut line = Vec::with_capacity(scope_path.len() + 8);

@@ -5,12 +5,14 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access::{dir_mode, DEFAULT_FILE_MODE};
-use crate::journal::{self, Mark, TreeLock};
+use crate::epoch::{coarse_now, just_after, SharedEpoch};
+use crate::journal::{self, FileTime, Mark, TreeLock};
 use crate::path::RESERVED_DIR;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -132,6 +134,8 @@ pub struct PageWriter {
     file: File,
     /// Header and body bytes not yet written.
     pending: Vec<u8>,
+    /// No later than the file's time, whenever it is written.
+    started: FileTime,
     temp: PathBuf,
     body_written: u64,
     limits: PageLimits,
@@ -146,6 +150,7 @@ impl PageWriter {
                 return Err(StoreError::TooLarge { max });
             }
         }
+        let started = coarse_now();
         let temp_dir = reserved_dir(root).join("tmp");
         let temp = temp_dir.join(unique_name());
         let file = match open_new(&temp, limits.mode) {
@@ -162,6 +167,7 @@ impl PageWriter {
         let mut writer = PageWriter {
             file,
             pending: Vec::with_capacity(WRITE_BUFFER.min(whole_page)),
+            started,
             temp,
             body_written: 0,
             limits,
@@ -255,18 +261,54 @@ impl PageWriter {
 
     /// Installs the page at `dest` unless a purge recorded since `mark`
     /// covers `uri` (then the page is dropped and `Ok(false)` returned).
+    /// `epoch` is the tree's, mapped.
     pub fn commit_unless_purged(
-        self,
+        mut self,
         dest: &Path,
         root: &Path,
         mark: Mark,
         uri: &[u8],
+        epoch: &SharedEpoch,
     ) -> Result<bool, StoreError> {
+        self.flush()?;
         let _lock = TreeLock::shared(root)?;
         if journal::purged_since(root, mark, uri)? {
             return Ok(false);
         }
+        if let Some(epoch) = epoch.load() {
+            self.mark_newer_than(epoch)?;
+        }
         self.commit(dest).map(|()| true)
+    }
+
+    /// A page fetched after a whole-tree purge must not count as stale, but
+    /// file times are coarse: one written within a clock tick of the purge
+    /// may bear a time no later than its epoch. Such a page gets the time
+    /// just after the epoch (rare: only when the write began that close).
+    fn mark_newer_than(&self, epoch: FileTime) -> Result<(), StoreError> {
+        if self.started > epoch {
+            return Ok(());
+        }
+        let after = just_after(epoch);
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: after.sec,
+                tv_nsec: after.nsec,
+            },
+        ];
+        // SAFETY: futimens on a descriptor we own, with two timespecs.
+        if unsafe { libc::futimens(self.file.as_raw_fd(), times.as_ptr()) } != 0 {
+            return Err(StoreError::io(
+                "futimens",
+                &self.temp,
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
 
     fn check_room(&self, more: u64) -> Result<(), StoreError> {
@@ -500,6 +542,7 @@ pub(crate) mod tests {
         use crate::scope::Scope;
         let root = Scratch::new("race");
         let dest = root.0.join("a/index.html");
+        let epoch = SharedEpoch::open(&root.0).unwrap();
         for (scope, installed) in [
             (Scope::All, false),
             (Scope::Uri(b"/a/".to_vec()), false),
@@ -512,13 +555,37 @@ pub(crate) mod tests {
             purge(&root.0, &scope).unwrap();
             assert_eq!(
                 writer
-                    .commit_unless_purged(&dest, &root.0, mark, b"/a/")
+                    .commit_unless_purged(&dest, &root.0, mark, b"/a/", &epoch)
                     .unwrap(),
                 installed
             );
             assert_eq!(dest.exists(), installed, "{scope:?}");
             assert_eq!(temp_files(&root.0), 0);
             let _ = fs::remove_file(&dest);
+        }
+    }
+
+    #[test]
+    fn a_page_fetched_right_after_a_whole_purge_is_fresh() {
+        let root = Scratch::new("after-purge");
+        let epoch = SharedEpoch::open(&root.0).unwrap();
+        for n in 0..50 {
+            // a whole-tree purge, as `journal::record` stores it (without
+            // its other file changes, which can make the kernel hand out
+            // precise file times for a while)
+            epoch.store(crate::epoch::now());
+            let mark = journal::mark(&root.0).unwrap();
+            let mut writer = PageWriter::create(&root.0, b"", PageLimits::default()).unwrap();
+            writer.write(b"fetched after the purge").unwrap();
+            let dest = root.0.join(format!("a/{n}.html"));
+            let installed = writer.commit_unless_purged(&dest, &root.0, mark, b"/a/", &epoch);
+            assert!(installed.unwrap());
+            let written = FileTime::of(&fs::metadata(&dest).unwrap());
+            assert!(
+                !journal::is_stale(written, epoch.load()),
+                "{written:?} not after {:?}",
+                epoch.load()
+            );
         }
     }
 
