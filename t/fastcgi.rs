@@ -9,11 +9,10 @@
 mod common;
 
 use std::fs;
-use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -87,38 +86,11 @@ default:
 }
 "#;
 
-/// The php-fpm binary: `php-fpm` on the PATH, else the highest
-/// `/usr/sbin/php-fpm<version>`.
-fn php_fpm_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join("php-fpm"))
-        .find(|p| p.is_file());
-    if on_path.is_some() {
-        return on_path;
-    }
-    let mut found: Vec<PathBuf> = fs::read_dir("/usr/sbin")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("php-fpm"))
-                && p.is_file()
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-/// A php-fpm master (and its pool) in its own process group, with its
-/// configuration, logs and the PHP script in its own temp dir. Stopped on
-/// drop, also when the test panics.
+/// A php-fpm master (and its pool) with its configuration, logs and the PHP
+/// script in its own temp dir. Stopped on drop, also when the test panics.
 struct PhpFpm {
-    child: Child,
+    // stopped before its directory is removed: fields drop in this order
+    service: Service,
     port: u16,
     dir: TempDir,
 }
@@ -159,22 +131,20 @@ impl PhpFpm {
                 .arg("-y")
                 .arg(&conf_path)
                 .arg("-p")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0);
+                .arg(dir.path());
             if is_root() {
                 cmd.arg("-R");
             }
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-            let mut fpm = PhpFpm { child, port, dir };
-            match fpm.wait_ready() {
+            let service = Service::spawn("php-fpm", cmd, dir.join("php-fpm.out"));
+            let mut fpm = PhpFpm { service, port, dir };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let ready = fpm.service.try_wait_ready(TIMEOUT, || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            });
+            match ready {
                 Ok(()) => return Some(fpm),
                 Err(e) => {
-                    let log = fs::read_to_string(fpm.dir.join("php-fpm.log")).unwrap_or_default();
+                    let log = fpm.log();
                     drop(fpm);
                     if attempt < 3 && log.contains("Address already in use") {
                         continue;
@@ -182,23 +152,6 @@ impl PhpFpm {
                     panic!("php-fpm ({}) did not start: {e}\n{log}", binary.display());
                 }
             }
-        }
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + TIMEOUT;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("php-fpm exited with {status}"));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("port {} does not accept connections", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -221,39 +174,11 @@ impl PhpFpm {
 
 impl Drop for PhpFpm {
     fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SIGTERM: the master stops its pool and exits. The master is not
-        // reaped before the SIGKILL below, so the process group id cannot
-        // have been reused by then.
-        // SAFETY: plain kill(2) calls on our own child's process group.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let gone = wait_until(Duration::from_secs(3), || is_zombie_or_gone(pid));
-        if !gone {
-            eprintln!("php-fpm {pid}: still running after SIGTERM, killing its process group");
-        }
-        // Whatever is left of the group (the pool's children included).
-        // SAFETY: as above.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        // the service prints its output; php-fpm's own log is here
         if std::thread::panicking() {
             eprintln!("--- php-fpm.log ---\n{}", self.log());
         }
     }
-}
-
-fn is_zombie_or_gone(pid: libc::pid_t) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-        Err(_) => true,
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn start_nginx(fpm: &PhpFpm) -> NginxHandle {

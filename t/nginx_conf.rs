@@ -184,33 +184,9 @@ header('Content-Type: text/html; charset=UTF-8');
 echo "<!doctype html>\n<p>dashboard</p>\n";
 "#;
 
-/// php-fpm's binary: `php-fpm` on the PATH, else the highest
-/// `/usr/sbin/php-fpm<version>`.
-fn php_fpm() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(p) = std::env::split_paths(&path)
-        .map(|d| d.join("php-fpm"))
-        .find(|p| p.is_file())
-    {
-        return Some(p);
-    }
-    let mut found: Vec<PathBuf> = fs::read_dir("/usr/sbin")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("php-fpm"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
 #[test]
 fn wordpress_conf_generates_permalinks_and_respects_wordpress_cookies() {
-    let Some(binary) = php_fpm() else {
+    let Some(binary) = php_fpm_binary() else {
         eprintln!("skipped: php-fpm not installed (ci/deps installs the php-fpm package)");
         return;
     };

@@ -26,6 +26,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod service;
+// each test binary uses a different part of the harness
+#[allow(unused_imports)]
+pub use service::*;
+
 /// Timeout for every socket operation and for nginx start/stop.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 

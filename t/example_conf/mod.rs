@@ -1,7 +1,6 @@
 //! Runs the example configurations of `nginx-conf/` as they are, changed only
 //! by string replacement (the module path, the `listen` port, and the paths a
-//! test names), so the files users copy cannot rot. Also: a background
-//! service (gunicorn, php-fpm) in its own process group, stopped on drop.
+//! test names), so the files users copy cannot rot.
 //!
 //! Used by `t/nginx_conf.rs` and `t/e2e_django.rs`, next to `mod common;`.
 #![allow(dead_code)]
@@ -439,109 +438,6 @@ impl Drop for ConfRun {
                 "--- nginx error.log (nginx-conf/{}) ---\n{}",
                 self.example.name,
                 tail.join("\n")
-            );
-        }
-    }
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn gone_or_zombie(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-        Err(_) => true,
-    }
-}
-
-/// Sends `signal` to a child started in its own process group, waits for it
-/// (10 s), then kills whatever is left of the group and reaps the child.
-/// The child is not reaped before the group kill, so its pid (the group id)
-/// cannot have been reused.
-fn stop_process(child: &mut Child, signal: libc::c_int) {
-    let pid = child.id();
-    if child.try_wait().ok().flatten().is_none() {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(pid as libc::pid_t, signal) };
-        if !wait_until(TIMEOUT, || gone_or_zombie(pid)) {
-            eprintln!("process {pid}: still running 10 s after signal {signal}, killing its group");
-        }
-    }
-    // SAFETY: kill(2) on our own child's process group.
-    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-    let _ = child.wait();
-}
-
-/// A background program (gunicorn, php-fpm) in its own process group, its
-/// output in a log file. Dropping it sends SIGTERM (both stop their workers
-/// and exit), then SIGKILL to the group, and prints the log if the test
-/// panicked.
-pub struct Service {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Service {
-    /// Spawns `cmd` (stdout and stderr to `log`) in a new process group.
-    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Service {
-        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let err = out.try_clone().expect("dup log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Service {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `ready()` holds; panics (with the log) if the process
-    /// exits first or it takes longer than `timeout`.
-    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited with {status}:\n{}", self.name, self.log());
-            }
-            if ready() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("{} not ready after {timeout:?}:\n{}", self.name, self.log());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        stop_process(&mut self.child, libc::SIGTERM);
-        if thread::panicking() {
-            eprintln!(
-                "--- {} log ({}) ---\n{}",
-                self.name,
-                self.log.display(),
-                self.log()
             );
         }
     }
