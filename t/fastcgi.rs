@@ -9,9 +9,7 @@
 mod common;
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -86,73 +84,21 @@ default:
 }
 "#;
 
-/// A php-fpm master (and its pool) with its configuration, logs and the PHP
-/// script in its own temp dir. Stopped on drop, also when the test panics.
-struct PhpFpm {
+/// php-fpm serving [`APP_PHP`] from its own temp dir.
+struct PhpApp {
     // stopped before its directory is removed: fields drop in this order
-    service: Service,
-    port: u16,
+    fpm: PhpFpm,
     dir: TempDir,
 }
 
-impl PhpFpm {
+impl PhpApp {
     /// Starts php-fpm, or returns `None` (after saying so) when there is none.
-    fn start() -> Option<PhpFpm> {
-        let Some(binary) = php_fpm_binary() else {
-            eprintln!("skipped: php-fpm not installed (ci/deps installs the php-fpm package)");
-            return None;
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let dir = TempDir::new("php-fpm");
-            dir.write("app.php", APP_PHP);
-            let port = free_port();
-            let conf = format!(
-                "[global]\n\
-                 pid = {d}/php-fpm.pid\n\
-                 error_log = {d}/php-fpm.log\n\
-                 daemonize = no\n\
-                 \n\
-                 [app]\n\
-                 listen = 127.0.0.1:{port}\n\
-                 pm = static\n\
-                 pm.max_children = 2\n\
-                 clear_env = yes\n\
-                 catch_workers_output = yes\n\
-                 security.limit_extensions = .php\n",
-                d = dir.path().display()
-            );
-            let conf_path = dir.write("php-fpm.conf", conf);
-            let mut cmd = Command::new(&binary);
-            // -n: no php.ini, so the machine's settings do not matter;
-            // -R: the tests run as root, and so does the pool.
-            cmd.arg("-n")
-                .arg("-y")
-                .arg(&conf_path)
-                .arg("-p")
-                .arg(dir.path());
-            if is_root() {
-                cmd.arg("-R");
-            }
-            let service = Service::spawn("php-fpm", cmd, dir.join("php-fpm.out"));
-            let mut fpm = PhpFpm { service, port, dir };
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let ready = fpm.service.try_wait_ready(TIMEOUT, || {
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            });
-            match ready {
-                Ok(()) => return Some(fpm),
-                Err(e) => {
-                    let log = fpm.log();
-                    drop(fpm);
-                    if attempt < 3 && log.contains("Address already in use") {
-                        continue;
-                    }
-                    panic!("php-fpm ({}) did not start: {e}\n{log}", binary.display());
-                }
-            }
-        }
+    fn start() -> Option<PhpApp> {
+        let binary = php_fpm_or_skip()?;
+        let dir = TempDir::new("php-fpm");
+        dir.write("app.php", APP_PHP);
+        let fpm = PhpFpm::start(&binary, dir.path(), PhpFpmListen::LoopbackPort);
+        Some(PhpApp { fpm, dir })
     }
 
     fn script(&self) -> PathBuf {
@@ -166,25 +112,12 @@ impl PhpFpm {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
     }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("php-fpm.log")).unwrap_or_default()
-    }
 }
 
-impl Drop for PhpFpm {
-    fn drop(&mut self) {
-        // the service prints its output; php-fpm's own log is here
-        if std::thread::panicking() {
-            eprintln!("--- php-fpm.log ---\n{}", self.log());
-        }
-    }
-}
-
-fn start_nginx(fpm: &PhpFpm) -> NginxHandle {
+fn start_nginx(php: &PhpApp) -> NginxHandle {
     Nginx::new(CONF)
-        .var("fpm", fpm.port)
-        .var("script", fpm.script().display())
+        .var("fpm", php.fpm.port())
+        .var("script", php.script().display())
         .start()
 }
 
@@ -200,8 +133,8 @@ fn stored(path: &Path) -> Vec<u8> {
 
 #[test]
 fn php_page_is_stored_and_served_back_exactly() {
-    let Some(fpm) = PhpFpm::start() else { return };
-    let nginx = start_nginx(&fpm);
+    let Some(php) = PhpApp::start() else { return };
+    let nginx = start_nginx(&php);
     let port = nginx.port();
 
     let first = get(port, "/articles/hello/");
@@ -215,7 +148,7 @@ fn php_page_is_stored_and_served_back_exactly() {
         first.text().contains("<p>GET /articles/hello/ café #1 at "),
         "not PHP's page: {first}"
     );
-    assert_eq!(fpm.executions(), 1);
+    assert_eq!(php.executions(), 1);
 
     let file = stored(&nginx.page("/articles/hello/"));
     let (header, body) = split_page(&file);
@@ -237,7 +170,7 @@ fn php_page_is_stored_and_served_back_exactly() {
         second.header("Content-Length"),
         Some(first.body.len().to_string().as_str())
     );
-    assert_eq!(fpm.executions(), 1, "a HIT does not run PHP");
+    assert_eq!(php.executions(), 1, "a HIT does not run PHP");
     assert!(
         temp_files(&nginx.path("gen")).is_empty(),
         "{:?}",
@@ -248,8 +181,8 @@ fn php_page_is_stored_and_served_back_exactly() {
 
 #[test]
 fn php_page_that_sets_a_cookie_is_not_stored() {
-    let Some(fpm) = PhpFpm::start() else { return };
-    let nginx = start_nginx(&fpm);
+    let Some(php) = PhpApp::start() else { return };
+    let nginx = start_nginx(&php);
     let port = nginx.port();
 
     let first = get(port, "/cookie");
@@ -274,13 +207,13 @@ fn php_page_that_sets_a_cookie_is_not_stored() {
         "{:?}",
         temp_files(&nginx.path("gen"))
     );
-    assert_eq!(fpm.executions(), 2);
+    assert_eq!(php.executions(), 2);
 }
 
 #[test]
 fn post_reaches_php_even_when_a_page_is_stored() {
-    let Some(fpm) = PhpFpm::start() else { return };
-    let nginx = start_nginx(&fpm);
+    let Some(php) = PhpApp::start() else { return };
+    let nginx = start_nginx(&php);
     let port = nginx.port();
 
     let first = get(port, "/contact/");
@@ -307,19 +240,19 @@ fn post_reaches_php_even_when_a_page_is_stored() {
         posted.text().contains("<p>posted: name=ann&amp;msg=hi</p>"),
         "PHP did not get the request body: {posted}"
     );
-    assert_eq!(fpm.executions(), 2);
+    assert_eq!(php.executions(), 2);
 
     // the POST did not replace the stored page
     let again = get(port, "/contact/");
     assert_eq!(again.sg_status(), "HIT", "{again}");
     assert_eq!(again.body, first.body);
-    assert_eq!(fpm.executions(), 2);
+    assert_eq!(php.executions(), 2);
 }
 
 #[test]
 fn large_php_response_is_stored_byte_exact() {
-    let Some(fpm) = PhpFpm::start() else { return };
-    let nginx = start_nginx(&fpm);
+    let Some(php) = PhpApp::start() else { return };
+    let nginx = start_nginx(&php);
     let port = nginx.port();
 
     // The client reads only after a pause: nginx meanwhile keeps most of the
@@ -360,7 +293,7 @@ fn large_php_response_is_stored_byte_exact() {
     let hit = get(port, "/big");
     assert_eq!(hit.sg_status(), "HIT", "{hit}");
     assert!(hit.body == first.body, "the HIT differs from PHP's output");
-    assert_eq!(fpm.executions(), 1);
+    assert_eq!(php.executions(), 1);
     assert!(
         temp_files(&nginx.path("gen")).is_empty(),
         "{:?}",

@@ -10,7 +10,6 @@ mod example_conf;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -186,8 +185,7 @@ echo "<!doctype html>\n<p>dashboard</p>\n";
 
 #[test]
 fn wordpress_conf_generates_permalinks_and_respects_wordpress_cookies() {
-    let Some(binary) = php_fpm_binary() else {
-        eprintln!("skipped: php-fpm not installed (ci/deps installs the php-fpm package)");
+    let Some(php_fpm) = php_fpm_or_skip() else {
         return;
     };
     let conf = example("wordpress-php-fpm.conf", "unix:{tmp}/php-fpm.sock");
@@ -195,29 +193,16 @@ fn wordpress_conf_generates_permalinks_and_respects_wordpress_cookies() {
     conf.write("wordpress/wp-login.php", WP_LOGIN);
     conf.write("wordpress/wp-admin/index.php", WP_ADMIN);
     conf.write("wordpress/wp-content/themes/t/style.css", "p {}\n");
-    let dir = conf.dir().to_path_buf();
-    let fpm_conf = conf.write(
-        "php-fpm.conf",
-        format!(
-            "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\n\
-             [wordpress]\nlisten = {d}/php-fpm.sock\nlisten.mode = 0666\npm = static\n\
-             pm.max_children = 2\nclear_env = yes\nsecurity.limit_extensions = .php\n",
-            d = dir.display()
-        ),
-    );
     // the pool runs as root in tests run as root: let it write `executions`
     fs::set_permissions(conf.path("wordpress"), fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cmd = Command::new(&binary);
-    cmd.arg("-n").arg("-y").arg(&fpm_conf).arg("-p").arg(&dir);
-    if is_root() {
-        cmd.arg("-R");
-    }
-    let mut fpm = Service::spawn("php-fpm", cmd, conf.path("php-fpm.out"));
-    let socket = conf.path("php-fpm.sock");
-    fpm.wait_ready(TIMEOUT, || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
     let run = conf.start();
+    // started after nginx so that it is dropped first: dropping `run`
+    // removes the directory with php-fpm's logs
+    let _fpm = PhpFpm::start(
+        &php_fpm,
+        run.dir(),
+        PhpFpmListen::Socket(run.path("php-fpm.sock")),
+    );
     let port = run.port();
     let executions = || {
         fs::read_to_string(run.path("executions"))

@@ -124,28 +124,3 @@ impl Drop for Service {
         }
     }
 }
-
-/// php-fpm's binary: `php-fpm` on the PATH, else the highest
-/// `/usr/sbin/php-fpm<version>`.
-pub fn php_fpm_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(p) = std::env::split_paths(&path)
-        .map(|d| d.join("php-fpm"))
-        .find(|p| p.is_file())
-    {
-        return Some(p);
-    }
-    let mut found: Vec<PathBuf> = fs::read_dir("/usr/sbin")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("php-fpm"))
-                && p.is_file()
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
