@@ -18,7 +18,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -113,12 +113,6 @@ pub fn nginx_version() -> &'static str {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()));
         String::from_utf8_lossy(&out.stderr).into_owned()
     })
-}
-
-fn running_as_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------
@@ -356,7 +350,7 @@ impl Nginx {
             let module = checked_module_path();
             conf.push_str(&format!("load_module {};\n", module.display()));
         }
-        if running_as_root() {
+        if is_root() {
             conf.push_str("user root;\n");
         }
         conf.push_str(&format!(
