@@ -276,7 +276,7 @@ impl PageWriter {
             return Ok(false);
         }
         if let Some(epoch) = epoch.load() {
-            self.mark_newer_than(epoch)?;
+            self.stamp_after(epoch)?;
         }
         self.commit(dest).map(|()| true)
     }
@@ -285,7 +285,7 @@ impl PageWriter {
     /// file times are coarse: one written within a clock tick of the purge
     /// may bear a time no later than its epoch. Such a page gets the time
     /// just after the epoch (rare: only when the write began that close).
-    fn mark_newer_than(&self, epoch: FileTime) -> Result<(), StoreError> {
+    fn stamp_after(&self, epoch: FileTime) -> Result<(), StoreError> {
         if self.started > epoch {
             return Ok(());
         }
