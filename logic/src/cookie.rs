@@ -51,10 +51,13 @@ impl SessionCookies {
         Ok(SessionCookies { names })
     }
 
-    /// True when a `Cookie` header value carries a session cookie.
+    /// True when a `Cookie` header value carries a session cookie. Pairs
+    /// are split at `,` as well as `;`: some frameworks (Python's
+    /// `SimpleCookie`) read `a=b, sessionid=1` as two cookies, and when in
+    /// doubt the request must bypass rather than share a private page.
     pub fn present_in(&self, cookie_header: &[u8]) -> bool {
         cookie_header
-            .split(|&b| b == b';')
+            .split(|&b| b == b';' || b == b',')
             .map(|pair| {
                 let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
                 name.trim_ascii()
@@ -102,6 +105,16 @@ mod tests {
         assert!(cookies.present_in(b"sessionid=abc"));
         assert!(cookies.present_in(b"csrftoken=x; sessionid=abc"));
         assert!(cookies.present_in(b"csrftoken=x;sessionid=abc;_ga=1"));
+    }
+
+    /// The hole a fault campaign found: a comma-separated session cookie
+    /// was not seen, and the logged-in page could be stored.
+    #[test]
+    fn comma_separated_cookies_count() {
+        let cookies = SessionCookies::default();
+        assert!(cookies.present_in(b"a=b, sessionid=1"));
+        assert!(cookies.present_in(b"a=b,sessionid=1"));
+        assert!(cookies.present_in(b"a=\"x,y\"; b=c , sessionid"));
     }
 
     #[test]
