@@ -1,10 +1,11 @@
 //! From a request URI to the file that holds its generated page.
 //!
 //! The rule, which the README documents:
-//! - only canonical requests take part: the raw request path, once its harmless
-//!   percent-escapes are decoded, must equal nginx's normalised URI; escapes of
-//!   `/`, `.`, reserved characters and controls, dot segments and empty
-//!   segments make the request bypass;
+//! - only canonical requests take part: the raw request path must be the
+//!   RFC 3986 normal form of nginx's normalised URI (nothing escaped that
+//!   need not be, everything else escaped in uppercase hex); other spellings,
+//!   escapes of reserved characters, dot segments and empty segments make the
+//!   request bypass;
 //! - a URI ending in `/` is stored as `index.html` in the directory named by
 //!   the URI (`/articles/hello/` -> `articles/hello/index.html`);
 //! - any other URI is stored with `.html` appended (`/about` -> `about.html`,
@@ -34,8 +35,8 @@ const INDEX_NAME: &[u8] = b"index.html";
 pub enum PathError {
     /// The URI does not start with `/`.
     NotAbsolute,
-    /// The raw request path differs from nginx's normalised URI in more
-    /// than harmless percent-encoding.
+    /// The raw request path is not the normal form of nginx's normalised
+    /// URI.
     NotCanonical,
     /// An empty, `.` or `..` segment.
     DotOrEmptySegment,
@@ -65,14 +66,16 @@ impl fmt::Display for PathError {
 impl std::error::Error for PathError {}
 
 /// Checks that `raw` (the path part of the request line, before any `?`)
-/// names exactly the resource `uri` (nginx's decoded, normalised path).
+/// is the one spelling of `uri` (nginx's decoded, normalised path) that
+/// takes part: its normal form by RFC 3986 (section 6.2.2).
 ///
-/// Escapes are harmless when they stand for a byte that means the same
-/// escaped or not: letters, digits, `-`, `_`, `~`, `%`, and bytes that must
-/// be escaped anyway (space, non-ASCII UTF-8, `"<>\^`{|}`). Escaped `/`,
-/// `.`, other reserved characters or controls are refused: an upstream may
-/// read them differently from nginx, and a page rendered for one meaning
-/// must not be served for another.
+/// Unreserved characters, sub-delimiters, `:`, `@` and `/` are written
+/// as they are, never escaped; every other byte (space, `"`, `%`, non-ASCII
+/// UTF-8...) is escaped with uppercase hex digits. Other spellings
+/// (`/%70age`, `/caf%c3%a9`, raw UTF-8) would map to the same file, and an
+/// application that echoes the raw path would write the spelling into the
+/// page, so they bypass. Escaped reserved characters (`%2F`, `%3B`) are
+/// refused too: an upstream may read them differently from nginx.
 pub fn check_canonical(raw: &[u8], uri: &[u8]) -> Result<(), PathError> {
     let mut expected = uri.iter();
     let mut i = 0;
@@ -80,14 +83,17 @@ pub fn check_canonical(raw: &[u8], uri: &[u8]) -> Result<(), PathError> {
         let byte = if raw[i] == b'%' {
             let decoded = raw
                 .get(i + 1..i + 3)
-                .and_then(decode_hex_pair)
+                .and_then(decode_upper_hex_pair)
                 .ok_or(PathError::NotCanonical)?;
-            if !harmless_escape(decoded) {
+            if !must_escape(decoded) || decoded < 0x20 || decoded == 0x7f {
                 return Err(PathError::NotCanonical);
             }
             i += 3;
             decoded
         } else {
+            if must_escape(raw[i]) {
+                return Err(PathError::NotCanonical);
+            }
             i += 1;
             raw[i - 1]
         };
@@ -101,31 +107,20 @@ pub fn check_canonical(raw: &[u8], uri: &[u8]) -> Result<(), PathError> {
     }
 }
 
-fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
-    let hi = (pair[0] as char).to_digit(16)?;
-    let lo = (pair[1] as char).to_digit(16)?;
-    Some((hi * 16 + lo) as u8)
+fn decode_upper_hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    Some(digit(pair[0])? * 16 + digit(pair[1])?)
 }
 
-fn harmless_escape(byte: u8) -> bool {
-    byte >= 0x80
-        || byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'_'
-                | b'~'
-                | b'%'
-                | b' '
-                | b'"'
-                | b'<'
-                | b'>'
-                | b'\\'
-                | b'^'
-                | b'`'
-                | b'{'
-                | b'|'
-                | b'}'
-        )
+/// True for bytes a path segment can only hold escaped (RFC 3986 `pchar`
+/// and `/` are the ones it holds as they are).
+fn must_escape(byte: u8) -> bool {
+    let plain = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte);
+    !plain
 }
 
 /// Maps a normalised URI to the page file's path relative to the root
@@ -365,10 +360,10 @@ mod tests {
         assert!(canonical("/", "/"));
         assert!(canonical("/articles/hello/", "/articles/hello/"));
         assert!(canonical("/caf%C3%A9/", "/café/"));
-        assert!(canonical("/caf%c3%a9/", "/café/"));
         assert!(canonical("/a%20b", "/a b"));
-        assert!(canonical("/%61bout", "/about"));
         assert!(canonical("/100%25", "/100%"));
+        assert!(canonical("/a;b,c=d:e@f!$&'()*+", "/a;b,c=d:e@f!$&'()*+"));
+        assert!(canonical("/%22%3C%3E%5C%5E%60%7B%7C%7D", "/\"<>\\^`{|}"));
     }
 
     #[test]
@@ -388,5 +383,19 @@ mod tests {
         assert!(!canonical("/about", "/other"));
         assert!(!canonical("/about", "/about/"));
         assert!(!canonical("/about/", "/about"));
+    }
+
+    /// The hole a fault campaign found: `/page/%70oison/` rendered and
+    /// stored the page of `/page/poison/`. Only the normal form takes part.
+    #[test]
+    fn other_spellings_of_a_canonical_path_fail() {
+        assert!(!canonical("/page/%70oison/", "/page/poison/"));
+        assert!(!canonical("/%61bout", "/about"));
+        assert!(!canonical("/a%2Db", "/a-b"));
+        assert!(!canonical("/a%7Eb", "/a~b"));
+        assert!(!canonical("/caf%c3%a9/", "/café/"));
+        assert!(!canonical("/café/", "/café/"));
+        assert!(!canonical("/a b", "/a b"));
+        assert!(!canonical("/a\"b", "/a\"b"));
     }
 }
