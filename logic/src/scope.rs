@@ -2,7 +2,7 @@
 //! prefix, as given to the purge location (`?uri=/articles/hello/`,
 //! `?prefix=/articles/`, nothing for the whole tree).
 
-use crate::path::{page_file, MAX_URI_LEN};
+use crate::path::{page_file, MAX_NAME_LEN, MAX_URI_LEN, RESERVED_DIR};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -14,10 +14,12 @@ pub enum Scope {
 /// Purge arguments that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScopeError {
-    /// An argument other than `uri` or `prefix`, or both.
+    /// An argument other than `uri` or `prefix`, both, one twice, or an
+    /// empty one (`?&`): only a bare purge empties the whole tree.
     UnknownArgument,
-    /// Not an absolute path, a dot segment, a control character, a path
-    /// that no page maps to...
+    /// Not an absolute path, a dot segment, a control character, a segment
+    /// longer than a file name, the module's own directory, a path that no
+    /// page maps to...
     InvalidPath,
 }
 
@@ -33,25 +35,22 @@ impl std::fmt::Display for ScopeError {
 impl std::error::Error for ScopeError {}
 
 impl Scope {
-    /// Parses the purge request's query string.
+    /// Parses the purge request's query string, strictly: nothing at all
+    /// is the whole tree; otherwise exactly one `uri=` or `prefix=` pair.
     pub fn from_args(args: &[u8]) -> Result<Scope, ScopeError> {
-        let pairs: Vec<&[u8]> = args
-            .split(|&b| b == b'&')
-            .filter(|p| !p.is_empty())
-            .collect();
-        let [pair] = pairs.as_slice() else {
-            return if pairs.is_empty() {
-                Ok(Scope::All)
-            } else {
-                Err(ScopeError::UnknownArgument)
-            };
+        if args.is_empty() {
+            return Ok(Scope::All);
+        }
+        let mut pairs = args.split(|&b| b == b'&');
+        let (Some(pair), None) = (pairs.next(), pairs.next()) else {
+            return Err(ScopeError::UnknownArgument);
         };
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-            None => (&pair[..], &b""[..]),
-        };
-        let value = percent_decode(value).ok_or(ScopeError::InvalidPath)?;
-        match name {
+        let eq = pair
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or(ScopeError::UnknownArgument)?;
+        let value = percent_decode(&pair[eq + 1..]).ok_or(ScopeError::InvalidPath)?;
+        match &pair[..eq] {
             b"uri" => {
                 page_file(&value).map_err(|_| ScopeError::InvalidPath)?;
                 Ok(Scope::Uri(value))
@@ -95,18 +94,23 @@ impl Scope {
     }
 }
 
+/// A prefix is a leading part of a URI that could be mapped: plain
+/// segments no longer than a file name, never into the reserved directory.
 fn check_prefix(prefix: &[u8]) -> Result<(), ScopeError> {
-    let invalid = !prefix.starts_with(b"/")
-        || prefix.len() > MAX_URI_LEN
-        || prefix.iter().any(|&b| b < 0x20 || b == 0x7f);
-    // every complete segment must be a plain name
-    let complete = &prefix[..prefix.iter().rposition(|&b| b == b'/').unwrap_or(0)];
-    let bad_segment = complete
-        .split(|&b| b == b'/')
-        .skip(1)
-        .any(|s| matches!(s, b"" | b"." | b".."));
-    if invalid || bad_segment {
+    let rest = prefix.strip_prefix(b"/").ok_or(ScopeError::InvalidPath)?;
+    if prefix.len() > MAX_URI_LEN || prefix.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(ScopeError::InvalidPath);
+    }
+    // every segment but the last is complete; the last may be partial
+    let mut segments = rest.split(|&b| b == b'/').enumerate().peekable();
+    while let Some((index, segment)) = segments.next() {
+        let complete = segments.peek().is_some();
+        let bad = segment.len() > MAX_NAME_LEN
+            || complete && matches!(segment, b"" | b"." | b"..")
+            || complete && index == 0 && segment == RESERVED_DIR.as_bytes();
+        if bad {
+            return Err(ScopeError::InvalidPath);
+        }
     }
     Ok(())
 }
@@ -156,6 +160,43 @@ mod tests {
             Ok(Scope::Prefix(b"/articles/hel".to_vec()))
         );
         assert_eq!(scope("prefix=/"), Ok(Scope::All));
+    }
+
+    /// Holes a fault campaign found: malformed queries purged the whole
+    /// tree, a long segment answered 500, and `/.static_gen/...` moved the
+    /// tree's own files away.
+    #[test]
+    fn only_a_bare_purge_is_whole() {
+        for bad in [
+            "&",
+            "&&&",
+            "prefix=/&",
+            "uri=/a&",
+            "&uri=/a",
+            "uri",
+            "x=1",
+            "uri=/a&uri=/b",
+        ] {
+            assert_eq!(scope(bad), Err(ScopeError::UnknownArgument), "{bad}");
+        }
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        for bad in [
+            format!("prefix=/{long}"),
+            format!("prefix=/{long}/"),
+            format!("prefix=/a/{long}/b"),
+            "prefix=/.static_gen/".into(),
+            "prefix=/.static_gen/e".into(),
+            "prefix=/.static_gen/tmp/".into(),
+            "prefix=%2F.static_gen%2Fstate".into(),
+            "uri=/.static_gen/state".into(),
+        ] {
+            assert_eq!(scope(&bad), Err(ScopeError::InvalidPath), "{bad}");
+        }
+        assert_eq!(
+            scope("prefix=/.static"),
+            Ok(Scope::Prefix(b"/.static".to_vec())),
+            "a prefix of pages' names; the purge skips the reserved directory"
+        );
     }
 
     #[test]
