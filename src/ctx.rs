@@ -4,11 +4,13 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
-use static_gen_logic::journal::{FileTime, Mark};
+use static_gen_logic::journal::Mark;
 use static_gen_logic::store::PageWriter;
+use static_gen_logic::tree::{FileTime, Tree};
 
 use crate::conf::StaticGenConf;
 use crate::StaticGenModule;
@@ -45,13 +47,14 @@ pub(crate) struct HitPage {
     pub mtime: i64,
     pub modified: FileTime,
     pub body_offset: u64,
-    pub content_type: std::rc::Rc<[u8]>,
+    pub content_type: Rc<[u8]>,
 }
 
 /// Where a MISS would store its page, and under which configuration.
 pub(crate) struct MissPage {
-    pub root: PathBuf,
-    pub file: PathBuf,
+    pub tree: Rc<Tree>,
+    /// The page file, relative to the root.
+    pub rel: Vec<u8>,
     pub conf: &'static StaticGenConf,
     /// The purge journal when the request started.
     pub mark: Mark,

@@ -15,7 +15,7 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
-use static_gen_logic::purge::clean_in_background as purge_leftovers_in_background;
+use static_gen_logic::sweep::clean_in_background;
 
 mod conf;
 mod ctx;
@@ -25,6 +25,7 @@ mod log;
 mod lookup;
 mod purge;
 mod store;
+mod tree;
 mod variable;
 
 use conf::{StaticGenConf, StaticGenMainConf, COMMANDS};
@@ -54,13 +55,18 @@ pub static mut ngx_http_static_gen_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// The first worker deletes what a crash may have left in the trees.
+/// Every worker opens the trees of plain roots; the first deletes what a
+/// crash may have left in them.
 extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx passes the live cycle; ngx_worker is set before this.
     let (cycle, worker) = unsafe { (&*cycle, nginx_sys::ngx_worker) };
+    let Some(main) = StaticGenModule::main_conf(cycle) else {
+        return Status::NGX_OK.into();
+    };
+    tree::open_at_start(&main.roots);
     if worker == 0 {
-        if let Some(main) = StaticGenModule::main_conf(cycle) {
-            if let Err(err) = purge_leftovers_in_background(main.roots.clone()) {
+        {
+            if let Err(err) = clean_in_background(main.roots.clone()) {
                 let log = cycle.log;
                 log::log_errno(
                     nginx_sys::NGX_LOG_ALERT,

@@ -3,13 +3,11 @@
 //! location's content handler with the one in `hit` that serves it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use nginx_sys::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt,
@@ -18,18 +16,17 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
-use static_gen_logic::epoch::SharedEpoch;
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
-use static_gen_logic::path::{check_canonical, check_expanded_root, page_file, PathError};
-use static_gen_logic::store::StoreError;
+use static_gen_logic::path::{check_canonical, page_file, PathError};
+use static_gen_logic::tree::{is_stale, FileTime, Tree};
 
-use crate::conf::{Root, StaticGenConf};
+use crate::conf::StaticGenConf;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::RequestExt;
 use crate::hit;
-use crate::log::log_errno;
-use crate::store::log_store_error;
+use crate::log::{log_errno, log_tree_error};
+use crate::tree::{self, expand_root};
 use crate::StaticGenModule;
 
 /// Adds the lookup handler to the precontent phase.
@@ -69,25 +66,36 @@ extern "C" fn lookup_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 
 /// Classifies the request and, for an eligible one, opens its page.
 fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
-    let Some((root, file)) = eligible_page(r, conf) else {
+    let Some((root, rel)) = eligible_page(r, conf) else {
         return RequestCtx::new(LookupStatus::Bypass);
     };
-    match open_page(&file) {
-        Ok(page) if purged(r, &root, &page) => miss(r, conf, root, file, LookupStatus::Miss),
+    let tree = match tree::tree(&root) {
+        Ok(tree) => tree,
+        Err(err) => {
+            // a MISS that cannot store: the request goes upstream as usual
+            log_tree_error(r.log(), "page not stored", &err);
+            return RequestCtx::new(LookupStatus::Miss);
+        }
+    };
+    match open_page(&tree, &rel) {
+        Ok(page) if is_stale(page.modified, tree.state().epoch()) => {
+            miss(r, conf, tree, rel, LookupStatus::Miss)
+        }
         Ok(page) if !conf.expired(page.mtime) => RequestCtx {
             hit: Some(page),
             ..RequestCtx::new(LookupStatus::Hit)
         },
-        Ok(_) => miss(r, conf, root, file, LookupStatus::Expired),
-        Err(OpenError::Missing) => miss(r, conf, root, file, LookupStatus::Miss),
+        Ok(_) => miss(r, conf, tree, rel, LookupStatus::Expired),
+        Err(OpenError::Missing) => miss(r, conf, tree, rel, LookupStatus::Miss),
         Err(OpenError::Foreign) => {
             log_errno(
                 NGX_LOG_INFO,
                 r.log(),
                 0,
                 format_args!(
-                    "static_gen: \"{}\" is not a generated page, bypassing",
-                    file.display()
+                    "static_gen: \"{}\" is not a generated page (or a path through a \
+                     symbolic link), bypassing",
+                    tree.display_path(&rel).display()
                 ),
             );
             RequestCtx::new(LookupStatus::Bypass)
@@ -97,63 +105,31 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
                 NGX_LOG_ERR,
                 r.log(),
                 err.raw_os_error().unwrap_or(0),
-                format_args!("static_gen: open \"{}\" failed", file.display()),
+                format_args!(
+                    "static_gen: open \"{}\" failed",
+                    tree.display_path(&rel).display()
+                ),
             );
             RequestCtx::new(LookupStatus::Bypass)
         }
     }
 }
 
-/// True for a page written before the last whole-tree purge (and not yet
-/// deleted by it). When the epoch cannot be read, the page is not trusted.
-fn purged(r: &Request, root: &Path, page: &HitPage) -> bool {
-    match with_epoch(root, SharedEpoch::load) {
-        Ok(epoch) => journal::is_stale(page.modified, epoch),
-        Err(err) => {
-            log_store_error(r, &err);
-            true
-        }
-    }
-}
-
-/// Calls `f` with the epoch of the tree under `root`, mapped once per
-/// worker.
-pub(crate) fn with_epoch<T>(
-    root: &Path,
-    f: impl FnOnce(&SharedEpoch) -> T,
-) -> Result<T, StoreError> {
-    EPOCHS.with(|epochs| {
-        let mut epochs = epochs.borrow_mut();
-        // keyed by the path's bytes: hashing a `Path` walks its components
-        if let Some(mapped) = epochs.get(root.as_os_str()) {
-            return Ok(f(mapped));
-        }
-        let mapped = SharedEpoch::open(root)?;
-        // roots with variables can be many: start over when full
-        if epochs.len() >= MAX_MAPPED_EPOCHS {
-            epochs.clear();
-        }
-        Ok(f(epochs
-            .entry(root.as_os_str().to_owned())
-            .or_insert(mapped)))
-    })
-}
-
-/// A request that goes upstream and whose response may replace `file`:
+/// A request that goes upstream and whose response may replace its page:
 /// notes the purge journal first, so a purge during the fetch wins.
 fn miss(
     r: &mut Request,
     conf: &'static StaticGenConf,
-    root: PathBuf,
-    file: PathBuf,
+    tree: Rc<Tree>,
+    rel: Vec<u8>,
     status: LookupStatus,
 ) -> RequestCtx {
     let mut ctx = RequestCtx::new(status);
-    match journal::mark(&root) {
+    match journal::mark(&tree) {
         Ok(mark) => {
             ctx.miss = Some(MissPage {
-                root,
-                file,
+                tree,
+                rel,
                 conf,
                 mark,
             });
@@ -161,14 +137,14 @@ fn miss(
                 ctx.upstream_identity = ask_identity(r);
             }
         }
-        Err(err) => log_store_error(r, &err),
+        Err(err) => log_tree_error(r.log(), "page not stored", &err),
     }
     ctx
 }
 
-/// The root and page file of an eligible request, or `None` when it must
-/// bypass.
-fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, PathBuf)> {
+/// The root and page file (relative to the root) of an eligible request,
+/// or `None` when it must bypass.
+fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Vec<u8>)> {
     // credentials mean a private answer, as for a session cookie
     if !r.is_get_or_head() || r.has_query() || r.has_credentials() {
         return None;
@@ -181,7 +157,7 @@ fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Path
     if !conf.filter.allows(uri) {
         return None;
     }
-    let relative = check_canonical(r.raw_path(), uri)
+    let rel = check_canonical(r.raw_path(), uri)
         .and_then(|()| page_file(uri))
         .map_err(|err: PathError| debug_bypass(r, err))
         .ok()?;
@@ -189,34 +165,7 @@ fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Path
         return None;
     }
     let root = expand_root(r, conf.tree.as_ref()?)?;
-    let file = root.join(OsStr::from_bytes(&relative));
-    Some((root, file))
-}
-
-/// The directory of a tree for this request; a root with variables whose
-/// expansion leaves its intended tree is logged and refused.
-pub(crate) fn expand_root(r: &Request, root: &Root) -> Option<PathBuf> {
-    let (value, prefix) = match root {
-        Root::Static(path) => return Some(path.clone()),
-        // SAFETY: compiled at configuration time, alive with the cycle.
-        Root::Variable { value, prefix } => (unsafe { &**value }, prefix),
-    };
-    let expanded = r.get_complex_value(value)?.as_bytes();
-    match check_expanded_root(expanded, prefix) {
-        Ok(()) => Some(PathBuf::from(OsStr::from_bytes(expanded))),
-        Err(err) => {
-            log_errno(
-                NGX_LOG_INFO,
-                r.log(),
-                0,
-                format_args!(
-                    "static_gen: root \"{}\" refused: {err}",
-                    String::from_utf8_lossy(expanded)
-                ),
-            );
-            None
-        }
-    }
+    Some((root, rel))
 }
 
 /// Makes the upstream answer a MISS uncompressed, so the page is stored as
@@ -251,11 +200,7 @@ enum OpenError {
 thread_local! {
     /// Headers of pages served by this worker.
     static HEADERS: RefCell<HeaderCache> = RefCell::new(HeaderCache::default());
-    /// The epochs of the trees this worker served, mapped.
-    static EPOCHS: RefCell<HashMap<OsString, SharedEpoch>> = RefCell::new(HashMap::new());
 }
-
-const MAX_MAPPED_EPOCHS: usize = 256;
 
 /// Reads a page's header: most fit in the first bytes, none in more than
 /// [`MAX_HEADER_LEN`].
@@ -278,19 +223,13 @@ fn read_header(file: &File, size: u64) -> Result<HeaderInfo, OpenError> {
     Err(OpenError::Foreign)
 }
 
-/// Opens a page and reads its header.
-fn open_page(path: &Path) -> Result<HitPage, OpenError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => {
-                OpenError::Missing
-            }
-            Some(libc::ELOOP) | Some(libc::EISDIR) => OpenError::Foreign,
-            _ => OpenError::Io(e),
-        })?;
+/// Opens a page (never through a symbolic link) and reads its header.
+fn open_page(tree: &Tree, rel: &[u8]) -> Result<HitPage, OpenError> {
+    let file = tree.open_page(rel).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => OpenError::Missing,
+        Some(libc::ELOOP) | Some(libc::EISDIR) | Some(libc::EXDEV) => OpenError::Foreign,
+        _ => OpenError::Io(e),
+    })?;
     let meta = file.metadata().map_err(OpenError::Io)?;
     if !meta.is_file() {
         return Err(OpenError::Foreign);
@@ -315,8 +254,8 @@ fn open_page(path: &Path) -> Result<HitPage, OpenError> {
         body_offset: header.body_offset,
         size: meta.len(),
         mtime: meta.mtime(),
-        modified: journal::FileTime::of(&meta),
-        path: path.to_owned(),
+        modified: FileTime::of(&meta),
+        path: tree.display_path(rel),
         file,
     })
 }

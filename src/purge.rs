@@ -6,16 +6,19 @@
 use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
     ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
-use static_gen_logic::purge::{clean_up_in_background, purge, reply, Cleanup};
+use std::path::Path;
+
+use static_gen_logic::purge::{purge, reply, Purged};
 use static_gen_logic::scope::Scope;
+use static_gen_logic::sweep::{clean_up_in_background, Cleanup};
 
 use crate::ext::RequestExt;
 use crate::log::log_errno;
-use crate::lookup::expand_root;
+use crate::tree::{current_tree, expand_root};
 use crate::StaticGenModule;
 
 const ALLOWED: &str = "POST, PURGE, DELETE";
@@ -45,19 +48,9 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     let Some(root) = expand_root(r, root) else {
         return send_error(r, NGX_HTTP_BAD_REQUEST, "invalid root");
     };
-    match purge(&root, &scope) {
+    match current_tree(&root).and_then(|tree| purge(&tree, &scope)) {
         Ok(purged) => {
-            log_errno(
-                NGX_LOG_NOTICE,
-                r.log(),
-                0,
-                format_args!(
-                    "static_gen: purged {} of \"{}\" ({} entries)",
-                    scope.kind(),
-                    root.display(),
-                    purged.moved
-                ),
-            );
+            log_purge(r, &root, &scope, &purged);
             let removal = delete_later(r, &root, purged.cleanup);
             send_json(r, NGX_HTTP_OK, &reply(&scope, purged.moved, removal))
         }
@@ -73,10 +66,43 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     }
 }
 
+/// Logs what a purge did, and what it worked around.
+fn log_purge(r: &Request, root: &Path, scope: &Scope, purged: &Purged) {
+    if let Some(warning) = &purged.warning {
+        log_errno(
+            NGX_LOG_WARN,
+            r.log(),
+            warning.errno(),
+            format_args!(
+                "static_gen: purge journal not written, every store in flight dropped: {warning}"
+            ),
+        );
+    }
+    let what = match scope {
+        Scope::All => "every page (stale at once, deleted in the background)".to_string(),
+        Scope::Uri(_) => format!("{} page", purged.moved),
+        Scope::Prefix(_) => format!("{} entries moved to the trash", purged.moved),
+    };
+    log_errno(
+        NGX_LOG_NOTICE,
+        r.log(),
+        0,
+        format_args!(
+            "static_gen: purged {} {}of \"{}\": {what}",
+            scope.kind(),
+            scope
+                .path()
+                .map(|p| format!("\"{}\" ", String::from_utf8_lossy(p)))
+                .unwrap_or_default(),
+            root.display()
+        ),
+    );
+}
+
 /// Starts deleting what the purge left; it stays (deleted by the next
 /// start) when no thread can be started.
-fn delete_later(r: &Request, root: &std::path::Path, cleanup: Cleanup) -> &'static str {
-    match clean_up_in_background(root, cleanup) {
+fn delete_later(r: &Request, root: &Path, cleanup: Cleanup) -> &'static str {
+    match clean_up_in_background(cleanup) {
         Ok(true) => "background",
         Ok(false) => "none",
         Err(err) => {

@@ -7,28 +7,27 @@
 //! gzip, chunked encoding, ranges or 304 handling), and body buffers may live
 //! in the proxy's temporary files rather than in memory.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
-use std::time::Instant;
 
 use nginx_sys::{
     ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t,
-    NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::core::Status;
 use ngx::http::Request;
 use static_gen_logic::page::encode_header;
 use static_gen_logic::rules::{storable, ResponseFacts};
-use static_gen_logic::store::{PageLimits, PageWriter, StoreError};
-use static_gen_logic::throttle::ErrorThrottle;
+use static_gen_logic::store::{PageLimits, PageWriter};
+use static_gen_logic::tree::TreeError;
 
 use crate::ctx::{self, MissPage};
 use crate::ext::{chain_bufs, BufData, BufExt, RequestExt};
-use crate::log::log_errno;
-use crate::lookup::with_epoch;
+use crate::log::log_tree_error;
+use crate::tree::current_tree;
+
+const NOT_STORED: &str = "page not stored";
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
@@ -134,8 +133,8 @@ fn start_page(r: &mut Request, miss: &MissPage) -> Option<PageWriter> {
         max: miss.conf.max_size(),
         mode: miss.conf.file_mode(),
     };
-    PageWriter::create(&miss.root, &header, limits)
-        .map_err(|err| log_store_error(r, &err))
+    PageWriter::create(&miss.tree, &header, limits)
+        .map_err(|err| log_tree_error(r.log(), NOT_STORED, &err))
         .ok()
 }
 
@@ -148,7 +147,7 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
             match tee(writer, chain) {
                 Ok(saw_last) => last = saw_last,
                 Err(err) => {
-                    log_store_error(r, &err);
+                    log_tree_error(r.log(), NOT_STORED, &err);
                     ctx.writer = None;
                 }
             }
@@ -163,16 +162,7 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
             ctx.writer = None;
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                let installed = with_epoch(&miss.root, |epoch| {
-                    writer.commit_unless_purged(&miss.file, &miss.root, miss.mark, r.uri(), epoch)
-                });
-                match installed.and_then(|installed| installed) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        ngx::ngx_log_debug_http!(r, "static_gen: not stored: purged meanwhile");
-                    }
-                    Err(err) => log_store_error(r, &err),
-                }
+                install(r, writer, miss);
             }
         }
     }
@@ -180,7 +170,7 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
 }
 
 /// Copies the chain's data into the page; true when it held the last buffer.
-fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, StoreError> {
+fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, TreeError> {
     let mut last = false;
     for buf in chain_bufs(chain) {
         match buf.data() {
@@ -197,21 +187,16 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, StoreEr
     Ok(last)
 }
 
-/// Logs a failed store: an I/O failure at `error` once per cause and
-/// minute, then at `info`; a response that was not what it announced at
-/// `info`.
-pub(crate) fn log_store_error(r: &Request, err: &StoreError) {
-    thread_local! {
-        static THROTTLE: RefCell<ErrorThrottle> = RefCell::new(ErrorThrottle::default());
+/// Installs a complete page, in the tree as the path leads to it now,
+/// unless a purge since the request started covers it.
+fn install(r: &Request, writer: PageWriter, miss: &MissPage) {
+    let installed = current_tree(miss.tree.root())
+        .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri()));
+    match installed {
+        Ok(true) => {}
+        Ok(false) => {
+            ngx::ngx_log_debug_http!(r, "static_gen: not stored: purged meanwhile");
+        }
+        Err(err) => log_tree_error(r.log(), NOT_STORED, &err),
     }
-    let loud = err
-        .io_op()
-        .is_some_and(|op| THROTTLE.with(|t| t.borrow_mut().loud(op, err.errno(), Instant::now())));
-    let level = if loud { NGX_LOG_ERR } else { NGX_LOG_INFO };
-    log_errno(
-        level,
-        r.log(),
-        err.errno(),
-        format_args!("static_gen: page not stored: {err}"),
-    );
 }

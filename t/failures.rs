@@ -138,12 +138,15 @@ fn full_disk_still_serves_and_logs_once_per_cause() {
         "/small" => Plan::response(200, &[("Content-Type", "text/html")], &text_body(1024)),
         _ => Plan::response(200, &[("Content-Type", "text/html")], &text_body(BIG)),
     });
-    let nginx = setup(&up, "small").start();
-    // mounted after nginx started, so it is unmounted before nginx's temp
-    // directory is removed
-    let Some(_tmpfs) = Tmpfs::mount(&nginx.path("small"), "256k") else {
+    let setup = setup(&up, "small");
+    // declared first, so dropped (nginx stopped, its temp directory
+    // removed) after the tmpfs is unmounted; mounted before nginx starts,
+    // which opens the tree at once
+    let nginx;
+    let Some(_tmpfs) = Tmpfs::mount(&setup.tmp().join("small"), "256k") else {
         return;
     };
+    nginx = setup.start();
     let root = nginx.path("small");
     let port = nginx.port();
 
@@ -319,12 +322,11 @@ fn reserved_directory_that_is_a_file_still_serves_and_logs() {
         assert_eq!(r.sg_status(), "MISS", "{r}");
         assert_eq!(r.text(), "<p>served anyway</p>");
     }
-    // the first path the module needs under `.static_gen` (its temporary
-    // directory, or its purge records) is named
+    // the reserved directory is named
     let line = wait_not_stored_line(&nginx, "error", 0);
     assert!(
-        line.contains(&format!("\"{}/.static_gen/", root.display())),
-        "no path under the reserved directory in: {line}"
+        line.contains(&format!("\"{}/.static_gen\"", root.display())),
+        "no path of the reserved directory in: {line}"
     );
     assert!(line.contains("Not a directory"), "errno in: {line}");
     wait_not_stored_line(&nginx, "info", 0);

@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use static_gen_logic::epoch::SharedEpoch;
 use static_gen_logic::journal;
 use static_gen_logic::page::encode_header;
 use static_gen_logic::store::{PageLimits, PageWriter};
+use static_gen_logic::tree::Tree;
 
 /// nginx hands a proxied body to the filters in buffers of this size.
 const NGINX_BUFFER: usize = 4096;
@@ -43,21 +43,24 @@ fn main() -> ExitCode {
 /// a Django-style URI does) of `size` bytes each.
 fn store_pages(root: &Path, count: u64, size: usize) -> Result<(), Box<dyn std::error::Error>> {
     let body = vec![b'x'; size];
-    let epoch = SharedEpoch::open(root)?;
+    let tree = Tree::open(root)?;
     for n in 0..count {
         let uri = format!("/floor/{n}/");
-        let mark = journal::mark(root)?;
+        let mark = journal::mark(&tree)?;
         let header = encode_header(b"text/html", uri.as_bytes())?;
         let limits = PageLimits {
             expected: Some(size as u64),
             ..PageLimits::default()
         };
-        let mut writer = PageWriter::create(root, &header, limits)?;
+        let mut writer = PageWriter::create(&tree, &header, limits)?;
         for piece in body.chunks(NGINX_BUFFER) {
             writer.write(piece)?;
         }
-        let dest = root.join(format!("floor/{n}/index.html"));
-        if !writer.commit_unless_purged(&dest, root, mark, uri.as_bytes(), &epoch)? {
+        let rel = format!("floor/{n}/index.html");
+        // as the module does before installing: is the tree still this one?
+        if !tree.is_current()
+            || !writer.commit_unless_purged(&tree, rel.as_bytes(), mark, uri.as_bytes())?
+        {
             return Err("a purge was recorded meanwhile".into());
         }
     }

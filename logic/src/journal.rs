@@ -2,124 +2,79 @@
 //! upstream request started before a purge that covers it is never installed
 //! after that purge.
 //!
-//! A MISS notes the journal's identity and length when it starts. A purge,
-//! holding the tree lock exclusively, appends its scope to the journal (a
-//! whole-tree purge replaces the journal instead, which any earlier note then
-//! no longer matches) and moves the pages away. A page is installed while
-//! holding the lock shared, and only if no journal entry written since its
-//! note covers its URI. Everything lives in files under the root's reserved
-//! directory, so it holds across workers, reloads and restarts.
-//!
-//! A whole-tree purge also renews the epoch file: any page last written no
-//! later than the epoch is stale and never served, so the purge takes effect
-//! at once whatever the size of the tree, and stale pages are deleted in the
-//! background.
+//! A MISS notes the journal when it starts: the tree's identity, the
+//! journal's generation (in the mapped state) and its length. A purge,
+//! holding the tree lock exclusively, appends its scope to the journal; a
+//! whole-tree purge advances the epoch and empties the journal under a new
+//! generation instead. A page is installed while holding the lock shared,
+//! and only if the tree and generation are still the noted ones and no entry
+//! written since the note covers its URI. The generation is a counter that
+//! only grows, so a note can never match a later journal by accident (as an
+//! inode number reused after two replacements could).
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
 
-use crate::epoch::SharedEpoch;
+use rustix::fs::{fstat, ftruncate, statat, AtFlags, OFlags};
+use rustix::io::Errno;
+
 use crate::scope::Scope;
-use crate::store::{
-    create_dirs, open_reserved_file, reserved_dir, unique_name, StoreError, RESERVED_MODE,
-};
+use crate::tree::{Tree, TreeError, STATE_FILE};
 
 const JOURNAL: &str = "purges";
-const LOCK: &str = "lock";
+/// A journal longer than this is emptied under a new generation (MISSes in
+/// flight at that moment then do not store their page: harmless).
+const MAX_JOURNAL_LEN: u64 = 1 << 20;
 
 /// The journal as a MISS found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
-    ino: u64,
+    tree_id: u64,
+    generation: u64,
     len: u64,
 }
 
-fn journal_path(root: &Path) -> PathBuf {
-    reserved_dir(root).join(JOURNAL)
-}
-
-fn io_error(op: &'static str, path: PathBuf, source: io::Error) -> StoreError {
-    StoreError::Io { op, path, source }
-}
-
-/// A file's modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FileTime {
-    pub sec: i64,
-    pub nsec: i64,
-}
-
-impl FileTime {
-    pub fn of(meta: &fs::Metadata) -> FileTime {
-        FileTime {
-            sec: meta.mtime(),
-            nsec: meta.mtime_nsec(),
-        }
-    }
-}
-
-/// When the last whole-tree purge happened, if ever.
-pub fn epoch(root: &Path) -> Result<Option<FileTime>, StoreError> {
-    Ok(SharedEpoch::open(root)?.load())
-}
-
-/// True for a page written no later than the last whole-tree purge. File
-/// times are coarse (a clock tick behind the clock the epoch is read from),
-/// so a page installed just after a purge is given a later time (see
-/// `PageWriter::commit_unless_purged`).
-pub fn is_stale(page: FileTime, epoch: Option<FileTime>) -> bool {
-    epoch.is_some_and(|epoch| page <= epoch)
-}
-
-/// Notes the journal's state (creating it the first time).
-pub fn mark(root: &Path) -> Result<Mark, StoreError> {
-    let path = journal_path(root);
-    let meta = match fs::metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_dirs(&reserved_dir(root), RESERVED_MODE)?;
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o644)
-                .open(&path)
-                .and_then(|f| f.metadata())
-        }
-        other => other,
-    }
-    .map_err(|e| io_error("stat", path, e))?;
+/// Notes the journal's state (one `stat`).
+pub fn mark(tree: &Tree) -> Result<Mark, TreeError> {
+    // the generation first: a purge bumps it before emptying the journal,
+    // so a note that saw the emptied journal never has the old generation
+    // with the new length
+    let generation = tree.state().journal_generation();
+    let len = match statat(tree.reserved(), JOURNAL, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat.st_size as u64,
+        Err(Errno::NOENT) => 0,
+        Err(e) => return Err(TreeError::io("stat", tree.reserved_path(JOURNAL), e)),
+    };
     Ok(Mark {
-        ino: meta.ino(),
-        len: meta.len(),
+        tree_id: tree.state().tree_id(),
+        generation,
+        len,
     })
 }
 
-/// True when a purge recorded after `mark` covers `uri`. A journal that
-/// was replaced or removed means a whole-tree purge.
-pub fn purged_since(root: &Path, mark: Mark, uri: &[u8]) -> Result<bool, StoreError> {
-    let path = journal_path(root);
-    // the usual case, nothing purged meanwhile, takes one system call
-    match fs::metadata(&path) {
-        Ok(meta) if meta.ino() == mark.ino && meta.len() == mark.len => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-        _ => {}
-    }
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(io_error("open", path, e)),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| io_error("stat", path.clone(), e))?;
-    if meta.ino() != mark.ino || meta.len() < mark.len {
+/// True when a purge recorded after `mark` covers `uri`. The caller holds
+/// the tree lock shared and has checked that `tree` is current.
+pub fn purged_since(tree: &Tree, mark: Mark, uri: &[u8]) -> Result<bool, TreeError> {
+    let state = tree.state();
+    if state.tree_id() != mark.tree_id || state.journal_generation() != mark.generation {
         return Ok(true);
     }
-    let mut added = vec![0u8; (meta.len() - mark.len) as usize];
-    file.read_exact_at(&mut added, mark.len)
-        .map_err(|e| io_error("read", path, e))?;
+    let path = || tree.reserved_path(JOURNAL);
+    let journal = tree.reserved_file(JOURNAL, OFlags::RDONLY)?;
+    let len = fstat(&journal)
+        .map_err(|e| TreeError::io("stat", path(), e))?
+        .st_size as u64;
+    if len == mark.len {
+        return Ok(false);
+    }
+    if len < mark.len {
+        // emptied without a new generation: by hand
+        return Ok(true);
+    }
+    let mut added = vec![0u8; (len - mark.len) as usize];
+    journal
+        .read_exact_at(&mut added, mark.len)
+        .map_err(|e| TreeError::io("read", path(), e))?;
     Ok(added
         .split(|&b| b == b'\n')
         .filter_map(parse_entry)
@@ -127,36 +82,57 @@ pub fn purged_since(root: &Path, mark: Mark, uri: &[u8]) -> Result<bool, StoreEr
 }
 
 /// Records a purge; the caller holds the tree lock exclusively.
-pub fn record(root: &Path, scope: &Scope) -> Result<(), StoreError> {
-    let path = journal_path(root);
-    create_dirs(&reserved_dir(root), RESERVED_MODE)?;
-    let Some(scope_path) = scope.path() else {
-        // a new epoch, then a fresh journal: every earlier page and mark is
-        // now stale
-        SharedEpoch::open(root)?.store(crate::epoch::now());
-        return replace_with_empty(root, JOURNAL);
+///
+/// A purge must work on a full disk: when its entry cannot be appended,
+/// the journal is emptied under a new generation instead (every MISS in
+/// flight then counts as purged), and the failure is returned to be logged.
+pub fn record(tree: &Tree, scope: &Scope) -> Result<Option<TreeError>, TreeError> {
+    let state = tree.state();
+    let journal = tree.reserved_file(JOURNAL, OFlags::RDWR | OFlags::APPEND)?;
+    let path = || tree.reserved_path(JOURNAL);
+    let io_err = |op, e: io::Error| TreeError::io(op, path(), e);
+    let Some(line) = entry(scope) else {
+        // a new epoch makes every page written before it stale
+        state
+            .advance_epoch()
+            .map_err(|e| TreeError::io("store epoch in", tree.reserved_path(STATE_FILE), e))?;
+        return empty(tree, &journal).map(|()| None);
     };
+    let len = fstat(&journal)
+        .map_err(|e| io_err("stat", e.into()))?
+        .st_size as u64;
+    if len > MAX_JOURNAL_LEN {
+        empty(tree, &journal)?;
+    }
+    match (&journal).write_all(&line) {
+        Ok(()) => Ok(None),
+        Err(e) => {
+            // drop a partial line, then fall back to a new generation
+            let _ = ftruncate(&journal, len);
+            empty(tree, &journal)?;
+            Ok(Some(io_err("write", e)))
+        }
+    }
+}
+
+/// Empties the journal under a new generation: the generation first, so a
+/// MISS that sees the emptied journal also sees the new generation.
+fn empty(tree: &Tree, journal: &std::fs::File) -> Result<(), TreeError> {
+    let path = || tree.reserved_path(JOURNAL);
+    tree.state()
+        .bump_journal_generation()
+        .map_err(|e| TreeError::io("store generation in", path(), e))?;
+    ftruncate(journal, 0).map_err(|e| TreeError::io("truncate", path(), e))
+}
+
+fn entry(scope: &Scope) -> Option<Vec<u8>> {
+    let scope_path = scope.path()?;
     let mut line = Vec::with_capacity(scope_path.len() + 8);
     line.extend_from_slice(scope.kind().as_bytes());
     line.push(b' ');
     line.extend_from_slice(scope_path);
     line.push(b'\n');
-    let mut journal = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(&path)
-        .map_err(|e| io_error("open", path.clone(), e))?;
-    journal
-        .write_all(&line)
-        .map_err(|e| io_error("write", path, e))
-}
-
-fn replace_with_empty(root: &Path, name: &str) -> Result<(), StoreError> {
-    let path = reserved_dir(root).join(name);
-    let fresh = reserved_dir(root).join(format!("{name}.{}", unique_name()));
-    File::create(&fresh).map_err(|e| io_error("create", fresh.clone(), e))?;
-    fs::rename(&fresh, &path).map_err(|e| io_error("rename to", path, e))
+    Some(line)
 }
 
 fn parse_entry(line: &[u8]) -> Option<Scope> {
@@ -169,113 +145,118 @@ fn parse_entry(line: &[u8]) -> Option<Scope> {
     }
 }
 
-/// The tree lock: shared while installing a page, exclusive while purging.
-/// Held for a few system calls at a time.
-#[derive(Debug)]
-pub struct TreeLock {
-    /// Closing the descriptor releases the lock.
-    _file: File,
-}
-
-impl TreeLock {
-    pub fn shared(root: &Path) -> Result<TreeLock, StoreError> {
-        TreeLock::take(root, libc::LOCK_SH)
-    }
-
-    pub fn exclusive(root: &Path) -> Result<TreeLock, StoreError> {
-        TreeLock::take(root, libc::LOCK_EX)
-    }
-
-    fn take(root: &Path, operation: i32) -> Result<TreeLock, StoreError> {
-        let (file, path) = open_reserved_file(root, LOCK)?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
-            return Err(io_error("flock", path, io::Error::last_os_error()));
-        }
-        Ok(TreeLock { _file: file })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::Scratch;
+    use crate::tree::tests::Scratch;
+    use crate::tree::{is_stale, FileTime};
+
+    fn tree(scratch: &Scratch) -> Tree {
+        Tree::open(&scratch.0).unwrap()
+    }
 
     #[test]
     fn nothing_purged_since_mark() {
-        let root = Scratch::new("journal-none");
-        let mark = mark(&root.0).unwrap();
-        assert!(!purged_since(&root.0, mark, b"/a/").unwrap());
+        let scratch = Scratch::new("journal-none");
+        let tree = tree(&scratch);
+        let mark = mark(&tree).unwrap();
+        assert!(!purged_since(&tree, mark, b"/a/").unwrap());
     }
 
     #[test]
     fn partial_purges_cover_their_uris_only() {
-        let root = Scratch::new("journal-partial");
-        let before = mark(&root.0).unwrap();
-        record(&root.0, &Scope::Uri(b"/a/".to_vec())).unwrap();
-        record(&root.0, &Scope::Prefix(b"/blog/".to_vec())).unwrap();
-        assert!(purged_since(&root.0, before, b"/a/").unwrap());
-        assert!(purged_since(&root.0, before, b"/blog/post/").unwrap());
-        assert!(!purged_since(&root.0, before, b"/a").unwrap());
-        assert!(!purged_since(&root.0, before, b"/other/").unwrap());
-        let after = mark(&root.0).unwrap();
+        let scratch = Scratch::new("journal-partial");
+        let tree = tree(&scratch);
+        let before = mark(&tree).unwrap();
+        record(&tree, &Scope::Uri(b"/a/".to_vec())).unwrap();
+        record(&tree, &Scope::Prefix(b"/blog/".to_vec())).unwrap();
+        assert!(purged_since(&tree, before, b"/a/").unwrap());
+        assert!(purged_since(&tree, before, b"/blog/post/").unwrap());
+        assert!(!purged_since(&tree, before, b"/a").unwrap());
+        assert!(!purged_since(&tree, before, b"/other/").unwrap());
+        let after = mark(&tree).unwrap();
         assert!(
-            !purged_since(&root.0, after, b"/a/").unwrap(),
+            !purged_since(&tree, after, b"/a/").unwrap(),
             "older entries do not count"
         );
     }
 
     #[test]
     fn whole_tree_purge_invalidates_every_mark() {
-        let root = Scratch::new("journal-all");
-        let before = mark(&root.0).unwrap();
-        record(&root.0, &Scope::All).unwrap();
-        assert!(purged_since(&root.0, before, b"/anything").unwrap());
-        let after = mark(&root.0).unwrap();
-        assert!(!purged_since(&root.0, after, b"/anything").unwrap());
+        let scratch = Scratch::new("journal-all");
+        let tree = tree(&scratch);
+        let before = mark(&tree).unwrap();
+        record(&tree, &Scope::All).unwrap();
+        assert!(purged_since(&tree, before, b"/anything").unwrap());
+        let after = mark(&tree).unwrap();
+        assert!(!purged_since(&tree, after, b"/anything").unwrap());
+    }
+
+    /// The hole a fault campaign found: the journal used to be replaced by
+    /// rename on a whole purge and noted by (inode, length); after two
+    /// replacements ext4 hands the first inode out again, and a note taken
+    /// before both purges matched. A generation cannot repeat.
+    #[test]
+    fn a_note_taken_before_two_whole_purges_never_matches() {
+        let scratch = Scratch::new("journal-twice");
+        let tree = tree(&scratch);
+        let before = mark(&tree).unwrap();
+        record(&tree, &Scope::All).unwrap();
+        record(&tree, &Scope::All).unwrap();
+        let after = mark(&tree).unwrap();
+        assert_eq!(before.len, after.len, "the same length as before");
+        assert!(purged_since(&tree, before, b"/x").unwrap());
+    }
+
+    #[test]
+    fn a_note_from_another_tree_never_matches() {
+        let scratch = Scratch::new("journal-tree");
+        let old = tree(&scratch);
+        let note = mark(&old).unwrap();
+        std::fs::remove_dir_all(scratch.0.join(crate::path::RESERVED_DIR)).unwrap();
+        let new = tree(&scratch);
+        assert!(purged_since(&new, note, b"/x").unwrap());
     }
 
     #[test]
     fn whole_tree_purge_makes_older_pages_stale() {
-        let root = Scratch::new("journal-epoch");
-        assert_eq!(epoch(&root.0).unwrap(), None);
-        let page = root.0.join("page.html");
-        fs::write(&page, b"old").unwrap();
-        let old = FileTime::of(&fs::metadata(&page).unwrap());
-        assert!(!is_stale(old, None));
-        record(&root.0, &Scope::All).unwrap();
-        let purged_at = epoch(&root.0).unwrap();
+        let scratch = Scratch::new("journal-epoch");
+        let tree = tree(&scratch);
+        let page = scratch.0.join("page.html");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&page, b"old").unwrap();
+        let old = FileTime::of(&std::fs::metadata(&page).unwrap());
+        assert!(!is_stale(old, tree.state().epoch()));
+        record(&tree, &Scope::All).unwrap();
+        let purged_at = tree.state().epoch();
         assert!(is_stale(old, purged_at));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        fs::write(&page, b"new").unwrap();
-        let new = FileTime::of(&fs::metadata(&page).unwrap());
+        std::fs::write(&page, b"new").unwrap();
+        let new = FileTime::of(&std::fs::metadata(&page).unwrap());
         assert!(!is_stale(new, purged_at));
-        record(&root.0, &Scope::Uri(b"/x".to_vec())).unwrap();
+        record(&tree, &Scope::Uri(b"/x".to_vec())).unwrap();
         assert_eq!(
-            epoch(&root.0).unwrap(),
+            tree.state().epoch(),
             purged_at,
             "partial purges keep the epoch"
         );
     }
 
     #[test]
-    fn locks_exclude_each_other() {
-        let root = Scratch::new("journal-lock");
-        let shared_a = TreeLock::shared(&root.0).unwrap();
-        let shared_b = TreeLock::shared(&root.0).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let path = root.0.clone();
-        let purger = std::thread::spawn(move || {
-            let _exclusive = TreeLock::exclusive(&path).unwrap();
-            tx.send(()).unwrap();
-        });
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(
-            rx.try_recv().is_err(),
-            "exclusive lock taken while shared ones are held"
-        );
-        drop((shared_a, shared_b));
-        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
-        purger.join().unwrap();
+    fn a_long_journal_starts_over() {
+        let scratch = Scratch::new("journal-long");
+        let tree = tree(&scratch);
+        let long = vec![b'a'; 4000];
+        let mut uri = b"/".to_vec();
+        uri.extend_from_slice(&long);
+        let before = mark(&tree).unwrap();
+        for _ in 0..(MAX_JOURNAL_LEN / 4000 + 2) {
+            record(&tree, &Scope::Uri(uri.clone())).unwrap();
+        }
+        let len = std::fs::metadata(tree.reserved_path(JOURNAL))
+            .unwrap()
+            .len();
+        assert!(len <= MAX_JOURNAL_LEN + 4100, "{len}");
+        assert!(purged_since(&tree, before, b"/unrelated").unwrap());
     }
 }

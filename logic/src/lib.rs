@@ -3,10 +3,15 @@
 //! Everything here is independent of nginx so that it can be unit-tested with
 //! `cargo test` (a test binary that referenced nginx symbols could not link).
 //! The module's FFI layer turns nginx structures into these types.
+//!
+//! Layers, each using only those below it: `tree` (the root and reserved
+//! directory on disk, the mapped shared state), `journal` (purges recorded
+//! for MISSes in flight), `store` (writing a page), `sweep` (background
+//! deletion), `purge`. The rest (`path`, `scope`, `page`, `rules`,
+//! `matcher`, `cookie`, `access`, `throttle`) is pure parsing and rules.
 
 pub mod access;
 pub mod cookie;
-pub mod epoch;
 pub mod journal;
 pub mod matcher;
 pub mod page;
@@ -15,4 +20,6 @@ pub mod purge;
 pub mod rules;
 pub mod scope;
 pub mod store;
+pub mod sweep;
 pub mod throttle;
+pub mod tree;
