@@ -4,25 +4,30 @@ use core::ffi::{c_char, c_void};
 use core::{mem, ptr};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nginx_sys::{
     ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
     ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_http_compile_complex_value,
-    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_set_predicate_slot,
-    ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_core_srv_conf_t,
+    ngx_http_set_predicate_slot, ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
 };
 use ngx::core::NGX_CONF_OK;
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule,
+};
 use ngx::ngx_string;
 use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
-use static_gen_logic::matcher::{PatternList, UriFilter};
+use static_gen_logic::host::{HostNameError, HostNames};
+use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::rules::parse_types;
 
+use crate::access::has_access_rules;
 use crate::ext::ConfExt;
+use crate::host::HostRule;
 use crate::{purge, StaticGenModule};
 
 /// Configuration of one `http`, `server` or `location` level.
@@ -53,12 +58,24 @@ pub(crate) struct StaticGenConf {
     pub no_store: *mut ngx_array_t,
     /// `static_gen_purge` in this location.
     purge: bool,
+    /// The purge location has `allow`/`deny` rules; without, only clients
+    /// on this machine may purge.
+    pub purge_has_rules: bool,
+    /// `static_gen_hosts`, as configured (inherited).
+    host_names: Option<HostNames>,
+    /// The names a request's host must be one of: `static_gen_hosts`, or
+    /// the server's names.
+    pub hosts: HostRule,
 }
 
 /// The `http` level: every plain root, for the cleaning at start.
 #[derive(Debug, Default)]
 pub(crate) struct StaticGenMainConf {
     pub roots: Vec<PathBuf>,
+    /// Servers already warned about having no names.
+    warned_servers: Vec<*const ngx_http_core_srv_conf_t>,
+    /// Location roots already warned about holding pages.
+    warned_roots: Vec<PathBuf>,
 }
 
 /// A generated tree's directory: a plain path, or one with variables whose
@@ -93,6 +110,9 @@ impl Default for StaticGenConf {
             bypass: NGX_CONF_UNSET_PTR,
             no_store: NGX_CONF_UNSET_PTR,
             purge: false,
+            purge_has_rules: false,
+            host_names: None,
+            hosts: HostRule::default(),
         }
     }
 }
@@ -154,7 +174,7 @@ const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) 
     }
 }
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 13] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 14] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -220,6 +240,12 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 13] = [
         ANY_LEVEL | NGX_CONF_1MORE,
         ngx_http_set_predicate_slot,
         mem::offset_of!(StaticGenConf, no_store),
+    ),
+    directive(
+        ngx_string!("static_gen_hosts"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_hosts,
+        0,
     ),
     directive(
         ngx_string!("static_gen_purge"),
@@ -308,7 +334,11 @@ directive_handler!(set_root, |cf, conf, args| {
             conf.root = Some(root);
             NGX_CONF_OK
         }
-        None => ngx::core::NGX_CONF_ERROR,
+        // nginx said what is wrong; name the directive too
+        None => cf.emerg(format_args!(
+            "\"static_gen_root\": invalid value \"{}\"",
+            args[1]
+        )),
     }
 });
 
@@ -370,6 +400,13 @@ fn add_patterns(cf: &ngx_conf_t, list: &mut PatternList, args: &[ngx_str_t]) -> 
                 args[0]
             ));
         }
+        if looks_like_directive(pattern) {
+            cf.warn(format_args!(
+                "\"{}\": the pattern \"{pattern}\" looks like a directive name: \
+                 is the \";\" of this line missing?",
+                args[0]
+            ));
+        }
     }
     NGX_CONF_OK
 }
@@ -392,6 +429,24 @@ directive_handler!(set_access, |cf, conf, args| set_once(
     &mut conf.access,
     &args,
     |words: &[&str]| parse_access(words)
+));
+
+directive_handler!(set_hosts, |cf, conf, args| set_once(
+    cf,
+    &mut conf.host_names,
+    &args,
+    |words: &[&str]| {
+        let mut names = HostNames::default();
+        for word in words {
+            if word.starts_with('~') {
+                return Err(HostNameError(format!(
+                    "{word}\" (regular expressions are for server_name)"
+                )));
+            }
+            names.add(word.as_bytes())?;
+        }
+        Ok(names)
+    }
 ));
 
 directive_handler!(set_purge, |cf, conf, _args| {
@@ -420,6 +475,8 @@ pub(crate) unsafe extern "C" fn merge_loc_conf(
     if let Err(message) = conf.resolve_tree(cf) {
         return cf.emerg(format_args!("{message}"));
     }
+    conf.resolve_hosts(cf);
+    conf.resolve_purge_access(cf);
     if let Some(main) = StaticGenModule::main_conf_mut(cf) {
         for root in [&conf.root, &conf.tree] {
             if let Some(Root::Static(path)) = root {
@@ -469,6 +526,9 @@ impl StaticGenConf {
         if self.access.is_none() {
             self.access = prev.access;
         }
+        if self.host_names.is_none() {
+            self.host_names.clone_from(&prev.host_names);
+        }
         if self.valid == NGX_CONF_UNSET as time_t {
             self.valid = if prev.valid == NGX_CONF_UNSET as time_t {
                 0
@@ -489,6 +549,50 @@ impl StaticGenConf {
             }
         }
         self.filter = UriFilter::new(&self.include, &self.exclude);
+    }
+
+    /// The names a request's host must be one of; a server whose names no
+    /// host can carry (`server_name _;`, or none) without
+    /// `static_gen_hosts` is told at `nginx -t`, once.
+    fn resolve_hosts(&mut self, cf: &ngx_conf_t) {
+        if let Some(names) = &self.host_names {
+            self.hosts = HostRule::from_names(names.clone());
+            return;
+        }
+        let Some(cscf) = NgxHttpCoreModule::server_conf(cf) else {
+            return;
+        };
+        self.hosts = HostRule::from_server(cscf);
+        if !self.enabled() || !self.hosts.is_empty() {
+            return;
+        }
+        let Some(main) = StaticGenModule::main_conf_mut(cf) else {
+            return;
+        };
+        let server = core::ptr::from_ref(cscf);
+        if !main.warned_servers.contains(&server) {
+            main.warned_servers.push(server);
+            cf.warn(format_args!(
+                "\"static_gen\" in a server without a server_name that a Host header \
+                 can carry: no request will take part; set \"server_name\" or \
+                 \"static_gen_hosts\""
+            ));
+        }
+    }
+
+    /// A purge location without `allow`/`deny` answers only local clients,
+    /// and `nginx -t` says so.
+    fn resolve_purge_access(&mut self, cf: &ngx_conf_t) {
+        if !self.purge {
+            return;
+        }
+        self.purge_has_rules = has_access_rules(cf);
+        if !self.purge_has_rules {
+            cf.warn(format_args!(
+                "\"static_gen_purge\" without \"allow\"/\"deny\": only clients on this \
+                 machine (loopback, unix sockets) may purge"
+            ));
+        }
     }
 
     /// `static_gen_root`, else the location's `root` when it is a plain
@@ -513,7 +617,25 @@ impl StaticGenConf {
                     .into(),
             );
         }
-        self.tree = Some(Root::Static(path_from(clcf.root.as_bytes())));
+        let root = path_from(clcf.root.as_bytes());
+        self.warn_root_fallback(cf, &root);
+        self.tree = Some(Root::Static(root));
         Ok(())
+    }
+
+    /// Says at `nginx -t` (once per directory) that pages go to the
+    /// location's `root`: a document root holds more than pages.
+    fn warn_root_fallback(&self, cf: &ngx_conf_t, root: &Path) {
+        let Some(main) = StaticGenModule::main_conf_mut(cf) else {
+            return;
+        };
+        if !main.warned_roots.iter().any(|warned| warned == root) {
+            main.warned_roots.push(root.to_owned());
+            cf.warn(format_args!(
+                "\"static_gen\" without \"static_gen_root\": pages are stored in the \
+                 location's root \"{}\" (a directory of their own is safer)",
+                root.display()
+            ));
+        }
     }
 }

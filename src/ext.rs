@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use nginx_sys::{
     ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_http_test_predicates,
     ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_str_t, ngx_table_elt_t, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_HEAD, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::Request;
@@ -20,6 +20,8 @@ pub(crate) trait ConfExt {
     /// Logs an `emerg` error in the context of the current directive and
     /// returns the value that fails the configuration.
     fn emerg(&self, args: fmt::Arguments) -> *mut c_char;
+    /// Logs a warning in the context of the current directive.
+    fn warn(&self, args: fmt::Arguments);
 }
 
 impl ConfExt for ngx_conf_t {
@@ -32,6 +34,11 @@ impl ConfExt for ngx_conf_t {
         let cf = core::ptr::from_ref(self).cast_mut();
         ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", args);
         NGX_CONF_ERROR
+    }
+
+    fn warn(&self, args: fmt::Arguments) {
+        let cf = core::ptr::from_ref(self).cast_mut();
+        ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "{}", args);
     }
 }
 
@@ -74,12 +81,16 @@ pub(crate) trait RequestExt {
         self.raw().method_name.as_bytes()
     }
 
-    /// Values of every `Cookie` request header (1.22 and 1.23+ keep them
-    /// differently, but both in the header list).
-    fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {
+    /// The host nginx validated (lowercase, without port), empty without
+    /// one.
+    fn host(&self) -> &[u8] {
+        self.raw().headers_in.server.as_bytes()
+    }
+
+    /// Request headers (1.22 and 1.23+ keep cookies differently, but both
+    /// in this list).
+    fn headers_in(&self) -> impl Iterator<Item = &ngx_table_elt_t> {
         headers(&self.raw().headers_in.headers)
-            .filter(|h| h.key.as_bytes().eq_ignore_ascii_case(b"cookie"))
-            .map(|h| h.value.as_bytes())
     }
 
     /// Request headers, to modify.
@@ -104,6 +115,25 @@ pub(crate) trait RequestExt {
     /// Live response headers (entries cleared by other modules skipped).
     fn headers_out(&self) -> impl Iterator<Item = &ngx_table_elt_t> {
         headers(&self.raw().headers_out.headers).filter(|h| h.hash != 0)
+    }
+
+    /// True when the response's end was marked by its protocol: the
+    /// `Content-Length` reached, the last chunk, FastCGI's end of request.
+    /// A body that ended because the upstream closed its connection is not
+    /// (a dying application closes it too). A response nginx made itself,
+    /// without an upstream, is whole.
+    fn body_end_marked(&self) -> bool {
+        // SAFETY: a request's upstream, when set, lives as long as it, and
+        // so does its pipe.
+        let Some(u) = (unsafe { self.raw().upstream.as_ref() }) else {
+            return true;
+        };
+        if u.buffering() == 0 {
+            // nginx finishes an unbuffered body at length 0, or at close
+            // with a length of -1 (unknown)
+            return u.length == 0;
+        }
+        unsafe { u.pipe.as_ref() }.is_some_and(|pipe| pipe.upstream_done() != 0)
     }
 
     /// True when the client connection has failed.

@@ -17,10 +17,12 @@ use ngx::core::Status;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 use static_gen_logic::sweep::clean_in_background;
 
+mod access;
 mod conf;
 mod ctx;
 mod ext;
 mod hit;
+mod host;
 mod log;
 mod lookup;
 mod purge;
@@ -55,8 +57,9 @@ pub static mut ngx_http_static_gen_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// Every worker opens the trees of plain roots; the first deletes what a
-/// crash may have left in them.
+/// Every worker opens the trees of plain roots and deletes temporary files
+/// of dead workers (one killed while it stored a page is started again);
+/// the first also deletes what a crash may have left in them.
 extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx passes the live cycle; ngx_worker is set before this.
     let (cycle, worker) = unsafe { (&*cycle, nginx_sys::ngx_worker) };
@@ -64,18 +67,13 @@ extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     };
     tree::open_at_start(&main.roots);
-    if worker == 0 {
-        {
-            if let Err(err) = clean_in_background(main.roots.clone()) {
-                let log = cycle.log;
-                log::log_errno(
-                    nginx_sys::NGX_LOG_ALERT,
-                    log,
-                    err.raw_os_error().unwrap_or(0),
-                    format_args!("static_gen: cannot start cleaning"),
-                );
-            }
-        }
+    if let Err(err) = clean_in_background(main.roots.clone(), worker == 0) {
+        log::log_errno(
+            nginx_sys::NGX_LOG_ALERT,
+            cycle.log,
+            err.raw_os_error().unwrap_or(0),
+            format_args!("static_gen: cannot start cleaning"),
+        );
     }
     Status::NGX_OK.into()
 }

@@ -16,10 +16,11 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, page_file, PathError};
-use static_gen_logic::tree::{is_stale, FileTime, Tree};
+use static_gen_logic::tree::{is_stale, FileTime, Tree, TreeError};
 
 use crate::conf::StaticGenConf;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
@@ -69,24 +70,60 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
     let Some((root, rel)) = eligible_page(r, conf) else {
         return RequestCtx::new(LookupStatus::Bypass);
     };
-    let tree = match tree::tree(&root) {
+    let kept = match tree::tree(&root) {
         Ok(tree) => tree,
-        Err(err) => {
-            // a MISS that cannot store: the request goes upstream as usual
-            log_tree_error(r.log(), "page not stored", &err);
-            return RequestCtx::new(LookupStatus::Miss);
-        }
+        Err(err) => return unusable_tree(r, &err),
     };
-    match open_page(&tree, &rel) {
-        Ok(page) if is_stale(page.modified, tree.state().epoch()) => {
-            miss(r, conf, tree, rel, LookupStatus::Miss)
+    let status = match find(r, conf, &kept, &rel) {
+        Found::Page(status) => status,
+        other => return other.into_ctx(),
+    };
+    // a MISS makes system calls anyway: one more checks that the kept tree
+    // is still the one on disk (a tree replaced by hand), else looks again
+    let tree = match tree::current_tree(&root) {
+        Ok(tree) => tree,
+        Err(err) => return unusable_tree(r, &err),
+    };
+    if Rc::ptr_eq(&tree, &kept) {
+        return miss(r, conf, tree, rel, status);
+    }
+    match find(r, conf, &tree, &rel) {
+        Found::Page(status) => miss(r, conf, tree, rel, status),
+        other => other.into_ctx(),
+    }
+}
+
+/// What a look in a tree found: a page to serve, a file not to serve, or
+/// the status of a MISS.
+enum Found {
+    Hit(HitPage),
+    Bypass,
+    Page(LookupStatus),
+}
+
+impl Found {
+    fn into_ctx(self) -> RequestCtx {
+        match self {
+            Found::Hit(page) => RequestCtx {
+                hit: Some(page),
+                ..RequestCtx::new(LookupStatus::Hit)
+            },
+            Found::Bypass => RequestCtx::new(LookupStatus::Bypass),
+            Found::Page(status) => RequestCtx::new(status),
         }
-        Ok(page) if !conf.expired(page.mtime) => RequestCtx {
-            hit: Some(page),
-            ..RequestCtx::new(LookupStatus::Hit)
-        },
-        Ok(_) => miss(r, conf, tree, rel, LookupStatus::Expired),
-        Err(OpenError::Missing) => miss(r, conf, tree, rel, LookupStatus::Miss),
+    }
+}
+
+/// Looks for the page in `tree`: a HIT, a MISS (missing, stale, expired),
+/// or a file the module does not serve.
+fn find(r: &Request, conf: &StaticGenConf, tree: &Tree, rel: &[u8]) -> Found {
+    match open_page(tree, rel) {
+        Ok(page) if is_stale(page.modified, tree.state().epoch()) => {
+            Found::Page(LookupStatus::Miss)
+        }
+        Ok(page) if !conf.expired(page.mtime) => Found::Hit(page),
+        Ok(_) => Found::Page(LookupStatus::Expired),
+        Err(OpenError::Missing) => Found::Page(LookupStatus::Miss),
         Err(OpenError::Foreign) => {
             log_errno(
                 NGX_LOG_INFO,
@@ -95,10 +132,10 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
                 format_args!(
                     "static_gen: \"{}\" is not a generated page (or a path through a \
                      symbolic link), bypassing",
-                    tree.display_path(&rel).display()
+                    tree.display_path(rel).display()
                 ),
             );
-            RequestCtx::new(LookupStatus::Bypass)
+            Found::Bypass
         }
         Err(OpenError::Io(err)) => {
             log_errno(
@@ -107,12 +144,19 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
                 err.raw_os_error().unwrap_or(0),
                 format_args!(
                     "static_gen: open \"{}\" failed",
-                    tree.display_path(&rel).display()
+                    tree.display_path(rel).display()
                 ),
             );
-            RequestCtx::new(LookupStatus::Bypass)
+            Found::Bypass
         }
     }
+}
+
+/// A tree that cannot be opened: a MISS that cannot store (the request
+/// goes upstream as usual), logged.
+fn unusable_tree(r: &Request, err: &TreeError) -> RequestCtx {
+    log_tree_error(r.log(), "page not stored", err);
+    RequestCtx::new(LookupStatus::Miss)
 }
 
 /// A request that goes upstream and whose response may replace its page:
@@ -149,8 +193,11 @@ fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Vec<
     if !r.is_get_or_head() || r.has_query() || r.has_credentials() {
         return None;
     }
-    let cookies = conf.cookies();
-    if r.cookie_headers().any(|value| cookies.present_in(value)) {
+    if !conf.hosts.allows(r.host()) {
+        ngx::ngx_log_debug_http!(r, "static_gen: bypass: host is not a name of the site");
+        return None;
+    }
+    if !headers_allow(r, conf) {
         return None;
     }
     let uri = r.uri();
@@ -166,6 +213,28 @@ fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Vec<
     }
     let root = expand_root(r, conf.tree.as_ref()?)?;
     Some((root, rel))
+}
+
+/// False when a request header makes the answer private (a session
+/// cookie) or names another host than the site's for the application
+/// (`X-Forwarded-Host`, `Forwarded: host=`, which frameworks may trust).
+fn headers_allow(r: &Request, conf: &StaticGenConf) -> bool {
+    let cookies = conf.cookies();
+    let site_host =
+        |value: &[u8]| normalize_host(value).is_some_and(|host| conf.hosts.allows(&host));
+    r.headers_in().all(|header| {
+        let (key, value) = (header.key.as_bytes(), header.value.as_bytes());
+        if key.eq_ignore_ascii_case(b"cookie") {
+            !cookies.present_in(value)
+        } else if key.eq_ignore_ascii_case(b"x-forwarded-host") {
+            value.split(|&b| b == b',').all(site_host)
+        } else if key.eq_ignore_ascii_case(b"forwarded") {
+            let mut elements = value.split(|&b| b == b',');
+            elements.all(|element| forwarded_host(element).is_none_or(site_host))
+        } else {
+            true
+        }
+    })
 }
 
 /// Makes the upstream answer a MISS uncompressed, so the page is stored as

@@ -5,8 +5,9 @@
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
-    ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_FORBIDDEN,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST, NGX_LOG_ERR,
+    NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
@@ -16,6 +17,7 @@ use static_gen_logic::purge::{purge, reply, Purged};
 use static_gen_logic::scope::Scope;
 use static_gen_logic::sweep::{clean_up_in_background, Cleanup};
 
+use crate::access::client_is_local;
 use crate::ext::RequestExt;
 use crate::log::log_errno;
 use crate::tree::{current_tree, expand_root};
@@ -38,11 +40,21 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         }
         return send_error(r, NGX_HTTP_NOT_ALLOWED, "method not allowed");
     }
+    let Some(conf) = StaticGenModule::location_conf(r) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    if !conf.purge_has_rules && !client_is_local(r) {
+        return send_error(
+            r,
+            NGX_HTTP_FORBIDDEN,
+            "purge allowed from this machine only: protect the location with allow/deny",
+        );
+    }
     let scope = match Scope::from_args(r.raw().args.as_bytes()) {
         Ok(scope) => scope,
         Err(err) => return send_error(r, NGX_HTTP_BAD_REQUEST, &err.to_string()),
     };
-    let Some(root) = StaticGenModule::location_conf(r).and_then(|c| c.purge_root()) else {
+    let Some(root) = conf.purge_root() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let Some(root) = expand_root(r, root) else {

@@ -160,6 +160,12 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
         if ctx.writer.is_some() && (rc == Status::NGX_ERROR.0 || r.connection_error()) {
             // the client did not get the page: do not keep it either
             ctx.writer = None;
+        } else if last && !r.body_end_marked() {
+            ngx::ngx_log_debug_http!(
+                r,
+                "static_gen: not stored: body ended at a connection close"
+            );
+            ctx.writer = None;
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
                 install(r, writer, miss);

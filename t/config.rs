@@ -5,7 +5,10 @@ mod common;
 use common::*;
 
 fn server(location_body: &str) -> String {
-    format!("server {{ listen 127.0.0.1:{{{{port}}}}; location / {{ {location_body} }} }}")
+    format!(
+        "server {{ listen 127.0.0.1:{{{{port}}}}; server_name localhost; \
+         location / {{ {location_body} }} }}"
+    )
 }
 
 /// `nginx -t` must fail and its output contain every one of `expected`.
@@ -141,4 +144,37 @@ fn duplicates_and_wrong_places() {
         "static_gen on off;",
         &["static_gen", "invalid number of arguments"],
     );
+}
+
+/// What a newcomer trips over says so at `nginx -t` (warnings: the
+/// configuration is valid).
+#[test]
+fn risky_set_ups_are_named_at_nginx_t() {
+    let warned = |location_body: &str, expected: &[&str]| {
+        let (ok, output) = config_test(&server(location_body));
+        assert!(ok, "{location_body}: {output}");
+        for text in expected {
+            assert!(output.contains(text), "missing {text:?} in:\n{output}");
+        }
+    };
+    // a pattern line that lost its `;` swallowed the next directive
+    warned(
+        "static_gen on; static_gen_root /tmp/x; \
+         static_gen_exclude ^/search static_gen_session_cookie sessionid;",
+        &[
+            "[warn]",
+            "\"static_gen_session_cookie\" looks like a directive name",
+        ],
+    );
+    // no static_gen_root: pages go to the location's root
+    warned(
+        "static_gen on; root /tmp/docroot;",
+        &["[warn]", "without \"static_gen_root\"", "/tmp/docroot"],
+    );
+    let (ok, output) = config_test(
+        "server { listen 127.0.0.1:{{port}}; location / { static_gen on; \
+         static_gen_root /tmp/x; } }",
+    );
+    assert!(ok, "{output}");
+    assert!(output.contains("without a server_name"), "{output}");
 }

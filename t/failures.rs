@@ -8,7 +8,6 @@ mod common;
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use common::*;
 const CONF: &str = r#"
     server {
         listen 127.0.0.1:{{port}};
+        server_name localhost;
         location / {
             static_gen on;
             static_gen_root {{tmp}}/{{root}};
@@ -81,56 +81,6 @@ fn page_body(file: &[u8]) -> &[u8] {
     &file[end..]
 }
 
-/// A tmpfs mounted for the length of a test; lazily unmounted on drop (also
-/// when the test panics).
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "256k") at `path`, or says why not.
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0755"))
-            .arg("tmpfs")
-            .arg(path)
-            .stdin(Stdio::null())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs {
-                path: path.to_owned(),
-            }),
-            Ok(out) => {
-                eprintln!(
-                    "skipped: cannot mount tmpfs: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot mount tmpfs: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("could not unmount {}", self.path.display());
-        }
-    }
-}
-
 #[test]
 fn full_disk_still_serves_and_logs_once_per_cause() {
     const BIG: usize = 1 << 20;
@@ -143,7 +93,7 @@ fn full_disk_still_serves_and_logs_once_per_cause() {
     // removed) after the tmpfs is unmounted; mounted before nginx starts,
     // which opens the tree at once
     let nginx;
-    let Some(_tmpfs) = Tmpfs::mount(&setup.tmp().join("small"), "256k") else {
+    let Some(_tmpfs) = Mount::tmpfs(&setup.tmp().join("small"), "256k") else {
         return;
     };
     nginx = setup.start();

@@ -19,6 +19,7 @@ const CONF: &str = r#"
         # a small send buffer: a client that does not read makes nginx keep
         # the FastCGI response in its temporary file
         listen 127.0.0.1:{{port}} sndbuf=16k;
+        server_name localhost;
         location / {
             static_gen on;
             static_gen_root {{tmp}}/gen;

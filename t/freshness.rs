@@ -12,6 +12,7 @@ use common::*;
 const CONF: &str = r#"
     server {
         listen 127.0.0.1:{{port}};
+        server_name localhost;
         static_gen_root {{tmp}}/gen;
         add_header X-Static-Gen $static_gen_status always;
         location / {

@@ -10,6 +10,7 @@ use common::*;
 const CONF: &str = r#"
     server {
         listen 127.0.0.1:{{port}};
+        server_name localhost;
         merge_slashes off;
         location / {
             static_gen on;

@@ -12,6 +12,7 @@ const CONF: &str = r#"
     {{extra}}
     server {
         listen 127.0.0.1:{{port}};
+        server_name localhost;
         static_gen_root {{tmp}}/gen;
         location / {
             static_gen on;

@@ -11,6 +11,7 @@ use common::*;
 const CONF: &str = r#"
     server {
         listen 127.0.0.1:{{port}};
+        server_name localhost;
         location / {
             static_gen on;
             static_gen_root {{tmp}}/gen;

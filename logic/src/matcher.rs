@@ -34,6 +34,23 @@ impl PatternList {
     }
 }
 
+/// True for a "pattern" that reads like an nginx directive name
+/// (`static_gen_session_cookie`, `proxy_pass`): most likely the `;` of the
+/// line before was lost, and the directive was swallowed as a pattern.
+pub fn looks_like_directive(pattern: &str) -> bool {
+    let mut words = pattern.split('_');
+    let first = words.next().unwrap_or_default();
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    plain(first) && first.as_bytes()[0].is_ascii_lowercase() && {
+        let rest: Vec<&str> = words.collect();
+        !rest.is_empty() && rest.iter().all(|w| plain(w))
+    }
+}
+
 /// A pattern that does not compile.
 #[derive(Debug)]
 pub struct PatternError(regex::Error);
@@ -87,6 +104,21 @@ impl UriFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directive_names_are_told_from_patterns() {
+        for name in [
+            "static_gen_session_cookie",
+            "proxy_pass",
+            "add_header",
+            "static_gen",
+        ] {
+            assert!(looks_like_directive(name), "{name}");
+        }
+        for pattern in ["^/articles", "\\.xml$", "feed", "/a_b/", "search_", "^/x_y"] {
+            assert!(!looks_like_directive(pattern), "{pattern}");
+        }
+    }
 
     fn list(patterns: &[&str]) -> PatternList {
         let mut list = PatternList::default();

@@ -10,7 +10,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 
 use rustix::fs::{futimens, openat, renameat, unlinkat, AtFlags, Mode, OFlags, Timestamps};
-use rustix::io::Errno;
 
 use crate::access::{dir_mode, DEFAULT_FILE_MODE};
 use crate::journal::{self, Mark};
@@ -182,21 +181,25 @@ impl PageWriter {
     }
 
     /// Renames the temporary file to `rel`. A background deletion may
-    /// remove the page's directory, emptied, between its opening and the
-    /// rename: the directory is then made again.
+    /// remove the page's directories, emptied, between their creation and
+    /// the rename: they are then made again.
     fn rename_into(&self, tree: &Tree, rel: &[u8]) -> Result<(), TreeError> {
         const ATTEMPTS: usize = 3;
-        let dest = || tree.display_path(rel);
-        for attempt in 1..=ATTEMPTS {
-            let (dir, name) = tree
-                .page_parent(rel, Some(dir_mode(self.limits.mode)))
-                .map_err(|e| TreeError::io("open directory of", dest(), e))?;
-            match renameat(&self.temp_dir, self.temp_name.as_os_str(), &dir, name) {
-                Err(Errno::NOENT) if attempt < ATTEMPTS => continue,
-                renamed => return renamed.map_err(|e| TreeError::io("rename to", dest(), e)),
+        let mut attempt = 1;
+        loop {
+            let (op, result) = match tree.page_parent(rel, Some(dir_mode(self.limits.mode))) {
+                Ok((dir, name)) => (
+                    "rename to",
+                    renameat(&self.temp_dir, self.temp_name.as_os_str(), &dir, name)
+                        .map_err(io::Error::from),
+                ),
+                Err(e) => ("open directory of", Err(e)),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < ATTEMPTS => attempt += 1,
+                other => return other.map_err(|e| TreeError::io(op, tree.display_path(rel), e)),
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Installs the page at `rel` unless the tree changed or a purge
@@ -492,6 +495,38 @@ mod tests {
             let epoch = tree.state().epoch();
             assert!(!is_stale(written, epoch), "{written:?} not after {epoch:?}");
         }
+    }
+
+    /// A whole purge's background deletion removes emptied directories
+    /// while new pages go into them: every install still lands.
+    #[test]
+    fn installs_survive_a_deletion_of_their_directories() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let root = Scratch::new("store-sweep");
+        let tree = tree(&root);
+        let epoch = tree.state().advance_epoch().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let sweeper = {
+            let (stop, path) = (stop.clone(), root.0.clone());
+            std::thread::spawn(move || {
+                let tree = Tree::open(&path).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    crate::sweep::remove_stale(tree.dir(), epoch);
+                }
+            })
+        };
+        for n in 0..300 {
+            let mark = journal::mark(&tree).unwrap();
+            let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
+            writer.write(b"new").unwrap();
+            let rel = format!("a/b{}/c/index.html", n % 3);
+            let installed = writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/");
+            assert!(installed.unwrap());
+            assert!(root.0.join(&rel).exists(), "{rel}");
+            fs::remove_file(root.0.join(&rel)).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        sweeper.join().unwrap();
     }
 
     #[test]

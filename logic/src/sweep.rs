@@ -14,11 +14,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rustix::fs::{openat, statat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags, Stat};
+use rustix::fs::{
+    flock, openat, statat, unlinkat, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, Stat,
+};
 
 use crate::page::MAGIC;
 use crate::path::RESERVED_DIR;
-use crate::tree::{is_stale, FileTime, Tree};
+use crate::tree::{is_stale, FileTime, Tree, LOCK_FILE};
 
 /// Deletion left for after a purge's reply.
 #[derive(Debug)]
@@ -60,7 +62,22 @@ pub fn remove_stale(root: BorrowedFd, epoch: FileTime) {
     let stale = |dir: BorrowedFd, name: &OsStr, stat: &Stat| {
         is_stale(FileTime::of_stat(stat), Some(epoch)) && is_page(dir, name)
     };
-    remove_under(root, &stale, true, &mut Pace::default());
+    // directories are removed under the tree lock, which an install holds
+    // from creating a page's directory to renaming the page into it
+    let lock = open_tree_lock(root);
+    let mut pace = Pace {
+        lock: lock.as_ref(),
+        ..Pace::default()
+    };
+    remove_under(root, &stale, true, &mut pace);
+}
+
+/// The tree lock file, for the stale-page deletion (no lock file: nothing
+/// was ever installed, nothing to wait for).
+fn open_tree_lock(root: BorrowedFd) -> Option<OwnedFd> {
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let reserved = open_subdir(root, OsStr::new(RESERVED_DIR)).ok()?;
+    openat(&reserved, LOCK_FILE, flags, Mode::empty()).ok()
 }
 
 /// True for a file that starts as the module's pages do.
@@ -123,7 +140,7 @@ fn remove_under(dir: BorrowedFd, doomed: &Doomed<'_>, is_root: bool, pace: &mut 
                 remove_under(child.as_fd(), doomed, false, pace);
             }
             // fails, as it should, when new pages arrived meanwhile
-            let _ = unlinkat(dir, &name, AtFlags::REMOVEDIR);
+            pace.remove_dir(dir, &name);
             pace.step();
         } else if statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
             .is_ok_and(|s| doomed(dir, &name, &s))
@@ -139,13 +156,25 @@ fn remove_under(dir: BorrowedFd, doomed: &Doomed<'_>, is_root: bool, pace: &mut 
 /// workers' file system calls (HITs fell to 0.64 x while 100,000 pages were
 /// deleted flat out); short pauses bound its share.
 #[derive(Default)]
-struct Pace {
+struct Pace<'a> {
     removed: u32,
+    /// The tree lock, taken exclusively to remove a directory.
+    lock: Option<&'a OwnedFd>,
 }
 
-impl Pace {
+impl Pace<'_> {
     const BATCH: u32 = 20;
     const PAUSE: Duration = Duration::from_millis(1);
+
+    fn remove_dir(&self, dir: BorrowedFd, name: &OsStr) {
+        let locked = self
+            .lock
+            .is_some_and(|lock| flock(lock, FlockOperation::LockExclusive).is_ok());
+        let _ = unlinkat(dir, name, AtFlags::REMOVEDIR);
+        if locked {
+            let _ = self.lock.map(|lock| flock(lock, FlockOperation::Unlock));
+        }
+    }
 
     fn step(&mut self) {
         self.removed += 1;
@@ -170,14 +199,21 @@ pub fn clean_leftovers(root: &std::path::Path) {
             remove_trash(trash.as_fd(), &name);
         }
     }
-    if let Some(temp) = tree.existing_temp_dir() {
-        for (name, _) in entries(temp.as_fd()) {
-            let pid = name
-                .to_str()
-                .and_then(|n| n.split('.').next()?.parse::<i32>().ok());
-            if pid.is_some_and(|pid| !process_alive(pid)) {
-                let _ = unlinkat(&temp, &name, AtFlags::empty());
-            }
+    remove_dead_temp_files(&tree);
+}
+
+/// Deletes the temporary files of processes that no longer run (a worker
+/// killed while it stored a page).
+pub fn remove_dead_temp_files(tree: &Tree) {
+    let Some(temp) = tree.existing_temp_dir() else {
+        return;
+    };
+    for (name, _) in entries(temp.as_fd()) {
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('.').next()?.parse::<i32>().ok());
+        if pid.is_some_and(|pid| !process_alive(pid)) {
+            let _ = unlinkat(&temp, &name, AtFlags::empty());
         }
     }
 }
@@ -188,10 +224,18 @@ fn process_alive(pid: i32) -> bool {
     exists || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Cleans the leftovers of a crash under each root on a thread of its own.
-pub fn clean_in_background(roots: Vec<PathBuf>) -> io::Result<()> {
+/// Cleans the leftovers of a crash under each root on a thread of its own:
+/// everything when `all`, else only dead processes' temporary files (what
+/// a worker started again after a crash does).
+pub fn clean_in_background(roots: Vec<PathBuf>, all: bool) -> io::Result<()> {
     spawn_quiet("static_gen clean", move || {
-        roots.iter().for_each(|root| clean_leftovers(root))
+        for root in &roots {
+            if all {
+                clean_leftovers(root);
+            } else if let Some(tree) = Tree::open_existing(root) {
+                remove_dead_temp_files(&tree);
+            }
+        }
     })
 }
 

@@ -26,9 +26,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod mounts;
 mod php_fpm;
 mod service;
 // each test binary uses a different part of the harness
+#[allow(unused_imports)]
+pub use mounts::*;
 #[allow(unused_imports)]
 pub use php_fpm::*;
 #[allow(unused_imports)]

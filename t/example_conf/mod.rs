@@ -52,14 +52,27 @@ pub const EXAMPLES: &[&str] = &[
 pub fn example(name: &str, upstream: &str) -> ExampleConf {
     let conf = ExampleConf::load(name);
     match name {
+        // the test client's `Host: localhost` is one of the site's names
         "minimal.conf" => conf
+            .replace(
+                "server_name example.org",
+                "server_name localhost example.org",
+            )
             .replace("127.0.0.1:8000", upstream)
             .replace("/var/cache/nginx/static-gen", "{tmp}/generated"),
         "django-gunicorn.conf" => conf
+            .replace(
+                "server_name blog.example.org",
+                "server_name localhost blog.example.org",
+            )
             .replace("unix:/run/gunicorn/blog.sock", upstream)
             .replace("/srv/blog/", "{tmp}/")
             .replace("/var/log/nginx/", "{tmp}/"),
         "wordpress-php-fpm.conf" => conf
+            .replace(
+                "server_name www.example.org",
+                "server_name localhost www.example.org",
+            )
             .replace("unix:/run/php/php8.2-fpm.sock", upstream)
             .replace("/var/www/wordpress", "{tmp}/wordpress")
             .replace("/var/cache/nginx/wordpress", "{tmp}/generated")

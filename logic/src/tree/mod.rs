@@ -33,7 +33,8 @@ pub const RESERVED_MODE: u32 = 0o755;
 const FILE_MODE: u32 = 0o644;
 const TEMP_DIR: &str = "tmp";
 const TRASH_DIR: &str = "trash";
-const LOCK_FILE: &str = "lock";
+/// The tree lock's file in the reserved directory.
+pub const LOCK_FILE: &str = "lock";
 
 /// A failed step on the tree, with the path it concerned.
 #[derive(Debug)]
