@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use nginx_sys::{
     ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
-    ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_http_compile_complex_value,
+    ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_hash_key_t, ngx_http_compile_complex_value,
     ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_core_srv_conf_t,
-    ngx_http_set_predicate_slot, ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_str_t, ngx_uint_t, off_t, time_t,
+    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123,
+    NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
 };
 use ngx::core::NGX_CONF_OK;
 use ngx::http::{
@@ -24,10 +25,12 @@ use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::host::{HostNameError, HostNames};
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::rules::parse_types;
+use static_gen_logic::vars::variable_names;
 
 use crate::access::has_access_rules;
 use crate::ext::ConfExt;
 use crate::host::HostRule;
+use crate::log::log_errno;
 use crate::{purge, StaticGenModule};
 
 /// Configuration of one `http`, `server` or `location` level.
@@ -76,6 +79,16 @@ pub(crate) struct StaticGenMainConf {
     warned_servers: Vec<*const ngx_http_core_srv_conf_t>,
     /// Location roots already warned about holding pages.
     warned_roots: Vec<PathBuf>,
+    /// Variables the module's directives use, checked once all are known.
+    variables_used: Vec<VariablesUsed>,
+}
+
+/// The variables one directive uses, and where.
+#[derive(Debug)]
+struct VariablesUsed {
+    directive: String,
+    names: Vec<Vec<u8>>,
+    place: String,
 }
 
 /// A generated tree's directory: a plain path, or one with variables whose
@@ -232,13 +245,13 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 14] = [
     directive(
         ngx_string!("static_gen_bypass"),
         ANY_LEVEL | NGX_CONF_1MORE,
-        ngx_http_set_predicate_slot,
+        set_predicates,
         mem::offset_of!(StaticGenConf, bypass),
     ),
     directive(
         ngx_string!("static_gen_no_store"),
         ANY_LEVEL | NGX_CONF_1MORE,
-        ngx_http_set_predicate_slot,
+        set_predicates,
         mem::offset_of!(StaticGenConf, no_store),
     ),
     directive(
@@ -324,6 +337,7 @@ directive_handler!(set_root, |cf, conf, args| {
     if value.is_empty() {
         return cf.emerg(format_args!("\"static_gen_root\": empty path"));
     }
+    note_variables(cf, &args);
     // relative to the prefix, as `root` is
     // SAFETY: `cf.cycle` is the cycle being configured.
     if unsafe { ngx_conf_full_name(cf.cycle, &mut value, 0) } != 0 {
@@ -341,6 +355,85 @@ directive_handler!(set_root, |cf, conf, args| {
         )),
     }
 });
+
+/// `static_gen_bypass` and `static_gen_no_store`: nginx's own predicate
+/// slot, with the variables noted.
+extern "C" fn set_predicates(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls `set` with the configuration being parsed.
+    note_variables(unsafe { &*cf }, unsafe { &*cf }.args());
+    // SAFETY: as above, with the command and this module's configuration.
+    unsafe { ngx_http_set_predicate_slot(cf, cmd, conf) }
+}
+
+/// Notes the variables a directive's arguments use, with the directive's
+/// name and place, for [`warn_unknown_variables`].
+fn note_variables(cf: &ngx_conf_t, args: &[ngx_str_t]) {
+    let names: Vec<Vec<u8>> = args[1..]
+        .iter()
+        .flat_map(|arg| variable_names(arg.as_bytes()))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    // SAFETY: while a directive is parsed, cf->conf_file is its file.
+    let place = unsafe { cf.conf_file.as_ref() }.map_or_else(String::new, |file| {
+        format!("{}:{}", file.file.name, file.line)
+    });
+    if let Some(main) = StaticGenModule::main_conf_mut(cf) {
+        main.variables_used.push(VariablesUsed {
+            directive: args[0].to_string(),
+            names,
+            place,
+        });
+    }
+}
+
+/// Names the directive and place of a variable nobody defined (nginx's own
+/// error, which follows, names only the variable). A warning, not an
+/// error: nginx has the last word.
+pub(crate) fn warn_unknown_variables(cf: &ngx_conf_t) {
+    let (Some(main), Some(cmcf)) = (
+        StaticGenModule::main_conf(cf),
+        NgxHttpCoreModule::main_conf(cf),
+    ) else {
+        return;
+    };
+    // SAFETY: until nginx initialises variables (after postconfiguration),
+    // variables_keys holds every declared name.
+    let Some(keys) = (unsafe { cmcf.variables_keys.as_ref() }) else {
+        return;
+    };
+    // SAFETY: arrays of ngx_hash_key_t and ngx_http_variable_t.
+    let declared = unsafe { keys.keys.as_slice::<ngx_hash_key_t>() };
+    let prefixes = unsafe { cmcf.prefix_variables.as_slice::<ngx_http_variable_t>() };
+    for used in &main.variables_used {
+        for name in &used.names {
+            let known = declared
+                .iter()
+                .any(|k| k.key.as_bytes().eq_ignore_ascii_case(name))
+                || prefixes
+                    .iter()
+                    .any(|p| name.starts_with(&p.name.as_bytes().to_ascii_lowercase()));
+            if !known {
+                log_errno(
+                    NGX_LOG_WARN,
+                    cf.log,
+                    0,
+                    format_args!(
+                        "\"{}\" uses the unknown variable \"${}\" in {}",
+                        used.directive,
+                        String::from_utf8_lossy(name),
+                        used.place
+                    ),
+                );
+            }
+        }
+    }
+}
 
 /// Compiles a root path; variables make it a complex value.
 fn compile_root(cf: &mut ngx_conf_t, mut value: ngx_str_t) -> Option<Root> {

@@ -97,6 +97,7 @@ impl HttpModule for StaticGenModule {
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let cf = &mut *cf;
+        conf::warn_unknown_variables(cf);
         if lookup::install(cf).is_err() {
             return Status::NGX_ERROR.into();
         }

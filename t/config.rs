@@ -79,9 +79,18 @@ fn purge_needs_a_root() {
 fn root_with_variables_or_alias() {
     let (ok, output) = config_test(&server("static_gen on; static_gen_root /srv/$host;"));
     assert!(ok, "variables are allowed in static_gen_root: {output}");
+    // nginx names the variable; the module names its directive and place
     rejected(
         "static_gen on; static_gen_root /srv/$no_such_var;",
-        &["no_such_var"],
+        &[
+            "\"static_gen_root\" uses the unknown variable \"$no_such_var\" in",
+            "nginx.conf:",
+            "unknown \"no_such_var\" variable",
+        ],
+    );
+    rejected(
+        "static_gen on; static_gen_root /srv/x; static_gen_no_store $http_x $no_such_var;",
+        &["\"static_gen_no_store\" uses the unknown variable \"$no_such_var\""],
     );
     rejected(
         "static_gen on; root /srv/$host;",
@@ -101,6 +110,7 @@ fn storage_directives() {
          static_gen_bypass $http_x_preview $arg_nocache; static_gen_no_store $cookie_csrftoken;",
     ));
     assert!(ok, "{output}");
+    assert!(!output.contains("unknown variable"), "{output}");
     rejected(
         "static_gen_types \"text/html;charset=utf-8\";",
         &["static_gen_types"],

@@ -24,3 +24,4 @@ pub mod store;
 pub mod sweep;
 pub mod throttle;
 pub mod tree;
+pub mod vars;
