@@ -1,8 +1,10 @@
-//! Runs the example configurations of `nginx-conf/` as they are, changed only
-//! by string replacement (the module path, the `listen` port, and the paths a
-//! test names), so the files users copy cannot rot.
+//! Runs the example configurations of `nginx-conf/` (and the README's
+//! Example) as they are, changed only by string replacement (the module
+//! path, the `listen` port, and the paths a test names), so the text users
+//! copy cannot rot.
 //!
-//! Used by `t/nginx_conf.rs` and `t/e2e_django.rs`, next to `mod common;`.
+//! Used by `t/nginx_conf.rs`, `t/e2e_django.rs` and `t/readme_example.rs`,
+//! next to `mod common;`.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -81,9 +83,12 @@ pub fn example(name: &str, upstream: &str) -> ExampleConf {
     }
 }
 
-/// One file of `nginx-conf/`, with its own temporary directory (`{tmp}`).
+/// One file of `nginx-conf/` (or another example text), with its own
+/// temporary directory (`{tmp}`).
 pub struct ExampleConf {
     name: String,
+    /// Where the text comes from, for messages: `nginx-conf/<name>`.
+    origin: String,
     text: String,
     dir: TempDir,
 }
@@ -93,12 +98,19 @@ impl ExampleConf {
     pub fn load(name: &str) -> ExampleConf {
         let path = conf_dir().join(name);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ExampleConf::from_text(name, &format!("nginx-conf/{name}"), text)
+    }
+
+    /// An example that is not a file of `nginx-conf/` (the README's):
+    /// `name` labels its directory, `origin` says where it comes from.
+    pub fn from_text(name: &str, origin: &str, text: String) -> ExampleConf {
         assert!(
             text.lines().any(|l| l.trim() == LOAD_MODULE),
-            "{name}: expected the line `{LOAD_MODULE}`"
+            "{origin}: expected the line `{LOAD_MODULE}`"
         );
         ExampleConf {
             name: name.to_string(),
+            origin: origin.to_string(),
             text,
             dir: TempDir::new(&format!("conf-{name}")),
         }
@@ -134,8 +146,8 @@ impl ExampleConf {
     pub fn replace(mut self, from: &str, to: impl fmt::Display) -> Self {
         assert!(
             self.text.contains(from),
-            "nginx-conf/{}: `{from}` not found; update the test's replacements",
-            self.name
+            "{}: `{from}` not found; update the test's replacements",
+            self.origin
         );
         let to = to.to_string().replace("{tmp}", &self.tmp_str());
         self.text = self.text.replace(from, &to);
@@ -162,14 +174,14 @@ impl ExampleConf {
             .replace(LOAD_MODULE, &format!("load_module {};", module.display()));
         assert!(
             conf.contains("listen 80;"),
-            "nginx-conf/{}: expected `listen 80;`",
-            self.name
+            "{}: expected `listen 80;`",
+            self.origin
         );
         conf = conf.replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
         assert!(
             conf.contains("\nhttp {\n"),
-            "nginx-conf/{}: expected a line `http {{`",
-            self.name
+            "{}: expected a line `http {{`",
+            self.origin
         );
         conf = conf.replacen(
             "\nhttp {\n",
@@ -202,8 +214,8 @@ impl ExampleConf {
                 matches!(directive, "server" | "fastcgi_pass") && !arg.starts_with("unix:");
             assert!(
                 inside || relative_include || address || arg == "off",
-                "nginx-conf/{}: `{line}` points outside the test directory; add a replacement",
-                self.name
+                "{}: `{line}` points outside the test directory; add a replacement",
+                self.origin
             );
         }
         conf
@@ -231,10 +243,7 @@ impl ExampleConf {
                         .to_vec()
                 }
                 "fastcgi_params" => FASTCGI_PARAMS.as_bytes().to_vec(),
-                other => panic!(
-                    "nginx-conf/{}: no stand-in for `include {other}`",
-                    self.name
-                ),
+                other => panic!("{}: no stand-in for `include {other}`", self.origin),
             });
             self.write(name, contents);
         }
@@ -321,10 +330,10 @@ impl ExampleConf {
                         continue;
                     }
                     panic!(
-                        "nginx ({}) did not start nginx-conf/{}: {e}\n--- stderr ---\n{stderr}\n\
+                        "nginx ({}) did not start {}: {e}\n--- stderr ---\n{stderr}\n\
                          --- error.log ---\n{log}\n--- nginx.conf ---\n{conf}",
                         nginx_binary().display(),
-                        self.name,
+                        self.origin,
                     );
                 }
             }
@@ -448,8 +457,8 @@ impl Drop for ConfRun {
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             eprintln!(
-                "--- nginx error.log (nginx-conf/{}) ---\n{}",
-                self.example.name,
+                "--- nginx error.log ({}) ---\n{}",
+                self.example.origin,
                 tail.join("\n")
             );
         }

@@ -14,7 +14,14 @@ PER_PAGE = 20
 
 
 def articles():
-    return Article.objects.select_related("category").annotate(comment_count=Count("comments"))
+    # Meta.ordering does not apply to a query with GROUP BY (the comment
+    # count): without order_by the listings come in whatever order SQLite
+    # picks, and Paginator warns (UnorderedObjectListWarning)
+    return (
+        Article.objects.select_related("category")
+        .annotate(comment_count=Count("comments"))
+        .order_by(*Article._meta.ordering)
+    )
 
 
 def page_of(queryset, number):
@@ -38,7 +45,9 @@ def home(request):
         "blog/home.html",
         context(
             articles=articles()[:10],
-            categories=Category.objects.annotate(article_count=Count("articles")),
+            categories=Category.objects.annotate(article_count=Count("articles")).order_by(
+                *Category._meta.ordering
+            ),
         ),
     )
 

@@ -3,7 +3,8 @@
 Everything that differs between the demo, the tests and a real deployment
 comes from the environment:
 
-- BLOG_DB: the SQLite file (default: t/django/db.sqlite3)
+- BLOG_DB: the SQLite file (required: ci/demo prints the command that
+  opens `manage.py shell` on the demo's database)
 - BLOG_STATIC_ROOT: where `collectstatic` puts the admin's CSS/JS
   (default: t/django/static), served by nginx under /static/
 - STATIC_GEN_PURGE_URL: nginx's purge location, POSTed to when content
@@ -14,6 +15,8 @@ comes from the environment:
 import os
 import sys
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -68,10 +71,19 @@ TEMPLATES = [
     },
 ]
 
+# No default: SQLite would create an empty file in the source tree, and
+# `manage.py shell` would then fail with "no such table: blog_article".
+BLOG_DB = os.environ.get("BLOG_DB", "")
+if not BLOG_DB:
+    raise ImproperlyConfigured(
+        "BLOG_DB is not set: export BLOG_DB=/path/to/blog.sqlite3 (ci/demo prints "
+        "the command that opens the demo's database)"
+    )
+
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("BLOG_DB", str(BASE_DIR / "db.sqlite3")),
+        "NAME": BLOG_DB,
         "OPTIONS": {"timeout": 20},
     }
 }
