@@ -275,16 +275,7 @@ proptest! {
     /// Every page stored can be purged, alone or with its directories.
     #[test]
     fn every_page_can_be_purged(uri in uri(), how in spellings()) {
-        prop_assume!(page_file(&uri).is_ok());
-        let arg = |name: &str, path: &[u8]| {
-            [name.as_bytes(), &encode(path, &how, |b| b == b'&' || b == b'%')].concat()
-        };
-        prop_assert_eq!(Scope::from_args(&arg("uri=", &uri)), Ok(Scope::Uri(uri.clone())));
-        for (slash, _) in uri.iter().enumerate().filter(|(_, &b)| b == b'/') {
-            let dir = &uri[..=slash];
-            let expected = if dir == b"/" { Scope::All } else { Scope::Prefix(dir.to_vec()) };
-            prop_assert_eq!(Scope::from_args(&arg("prefix=", dir)), Ok(expected));
-        }
+        check_purgeable(&uri, &|path| encode(path, &how, |b| b == b'&' || b == b'%'));
     }
 
     #[test]
@@ -500,4 +491,15 @@ fn reserved_directory_prefix_is_refused() {
 fn session_cookie_after_a_comma_is_seen() {
     let cookies = SessionCookies::default();
     check_session_seen(&cookies, b"sessionid=1", &[b"a=1".to_vec()], &[], b", ");
+}
+
+/// The module's own Django helper (nginx-conf/django_purge.py) builds the
+/// query with `urllib.parse.urlencode`, which writes a space as `+`.
+#[test]
+#[ignore = "finding: `+` in a purge argument is not read as a space, so django_purge.py's purge(uri=\"/a b/\") purges /a+b/"]
+fn form_encoded_space_is_purged() {
+    assert_eq!(
+        Scope::from_args(b"uri=%2Fa+b%2F"),
+        Ok(Scope::Uri(b"/a b/".to_vec()))
+    );
 }

@@ -286,6 +286,60 @@ fn complete_segments(path: &[u8]) -> Vec<&[u8]> {
         .map_or(Vec::new(), |p| p.split(|&b| b == b'/').collect())
 }
 
+/// Property 3: every page that can be stored can be purged, alone
+/// (`uri=`) or with any directory above it (`prefix=`). `arg` spells a path
+/// as an argument value (percent-encoded as it likes, `&` and `%` always).
+pub fn check_purgeable(uri: &[u8], arg: &dyn Fn(&[u8]) -> Vec<u8>) {
+    if page_file(uri).is_err() {
+        return;
+    }
+    let parse = |name: &[u8], path: &[u8]| Scope::from_args(&[name, &arg(path)].concat());
+    assert_eq!(
+        parse(b"uri=", uri).ok(),
+        Some(Scope::Uri(uri.to_vec())),
+        "uri {} cannot be purged",
+        show(uri)
+    );
+    for (slash, _) in uri.iter().enumerate().filter(|(_, &b)| b == b'/') {
+        let dir = &uri[..=slash];
+        let expected = if dir == b"/" {
+            Scope::All
+        } else {
+            Scope::Prefix(dir.to_vec())
+        };
+        assert_eq!(
+            parse(b"prefix=", dir).ok(),
+            Some(expected),
+            "directory {} of {} cannot be purged",
+            show(dir),
+            show(uri)
+        );
+    }
+}
+
+/// Percent-encodes every byte but letters and digits (`uri=%2Fa%2Fb`).
+pub fn encode_all(path: &[u8]) -> Vec<u8> {
+    path.iter()
+        .flat_map(|&b| {
+            if b.is_ascii_alphanumeric() {
+                vec![b]
+            } else {
+                format!("%{b:02X}").into_bytes()
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes only what an argument value must not hold plainly.
+pub fn encode_delimiters(path: &[u8]) -> Vec<u8> {
+    path.iter()
+        .flat_map(|&b| match b {
+            b'&' | b'%' => format!("%{b:02X}").into_bytes(),
+            _ => vec![b],
+        })
+        .collect()
+}
+
 /// Property 3, pending: no purge reaches into the module's own directory
 /// (`prefix=/.static_gen/` would move its journal and temporary files).
 pub fn check_scope_not_reserved(scope: &Scope) {
