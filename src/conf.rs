@@ -7,13 +7,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nginx_sys::{
-    ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
-    ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_hash_key_t, ngx_http_compile_complex_value,
-    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_core_srv_conf_t,
-    ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_str_t, ngx_uint_t, off_t, time_t,
-    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123,
-    NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
+    ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot,
+    ngx_conf_set_off_slot, ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_hash_key_t,
+    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
+    ngx_http_core_srv_conf_t, ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_msec_t,
+    ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
 };
 use ngx::core::NGX_CONF_OK;
 use ngx::http::{
@@ -22,6 +22,7 @@ use ngx::http::{
 use ngx::ngx_string;
 use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
+use static_gen_logic::freshness::Lifetimes;
 use static_gen_logic::host::{HostNameError, HostNames};
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::rules::parse_types;
@@ -55,6 +56,12 @@ pub(crate) struct StaticGenConf {
     access: Option<u32>,
     /// `static_gen_valid`, seconds; 0 for no limit.
     valid: time_t,
+    /// `static_gen_stale`, seconds; 0 for never stale.
+    stale: time_t,
+    /// `static_gen_lock`, an `ngx_flag_t` set by nginx's flag slot.
+    lock: ngx_flag_t,
+    /// `static_gen_lock_timeout`, milliseconds.
+    pub lock_timeout: ngx_msec_t,
     /// `static_gen_bypass` and `static_gen_no_store`: nginx predicate arrays
     /// (of complex values), as `proxy_cache_bypass` and `proxy_no_cache`.
     pub bypass: *mut ngx_array_t,
@@ -104,6 +111,8 @@ pub(crate) enum Root {
 
 const NGX_CONF_UNSET_PTR: *mut ngx_array_t = NGX_CONF_UNSET as usize as *mut ngx_array_t;
 const DEFAULT_MAX_SIZE: off_t = 8 * 1024 * 1024;
+const DEFAULT_LOCK_TIMEOUT: ngx_msec_t = 5000;
+const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 const DEFAULT_TYPES: &[&str] = &["text/html"];
 
 impl Default for StaticGenConf {
@@ -120,6 +129,9 @@ impl Default for StaticGenConf {
             max_size: NGX_CONF_UNSET as off_t,
             access: None,
             valid: NGX_CONF_UNSET as time_t,
+            stale: NGX_CONF_UNSET as time_t,
+            lock: NGX_CONF_UNSET as ngx_flag_t,
+            lock_timeout: NGX_CONF_UNSET_MSEC,
             bypass: NGX_CONF_UNSET_PTR,
             no_store: NGX_CONF_UNSET_PTR,
             purge: false,
@@ -160,9 +172,23 @@ impl StaticGenConf {
         u64::try_from(self.max_size).ok().filter(|&max| max > 0)
     }
 
-    /// True for a page stored `static_gen_valid` seconds ago or earlier.
-    pub(crate) fn expired(&self, mtime: i64) -> bool {
-        self.valid > 0 && nginx_sys::ngx_time() - mtime >= self.valid
+    /// `static_gen_valid` and `static_gen_stale`.
+    pub(crate) fn lifetimes(&self) -> Lifetimes {
+        let nanos = |seconds: time_t| u64::try_from(seconds).unwrap_or(0) * 1_000_000_000;
+        Lifetimes {
+            valid: nanos(self.valid),
+            stale: nanos(self.stale),
+        }
+    }
+
+    /// `static_gen_stale` in milliseconds, 0 when off.
+    pub(crate) fn stale_ms(&self) -> u64 {
+        u64::try_from(self.stale).unwrap_or(0) * 1000
+    }
+
+    /// `static_gen_lock on`.
+    pub(crate) fn lock(&self) -> bool {
+        self.lock == 1
     }
 
     pub(crate) fn file_mode(&self) -> u32 {
@@ -187,7 +213,7 @@ const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) 
     }
 }
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 14] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 17] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -241,6 +267,24 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 14] = [
         ANY_LEVEL | NGX_CONF_TAKE1,
         ngx_conf_set_sec_slot,
         mem::offset_of!(StaticGenConf, valid),
+    ),
+    directive(
+        ngx_string!("static_gen_stale"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_sec_slot,
+        mem::offset_of!(StaticGenConf, stale),
+    ),
+    directive(
+        ngx_string!("static_gen_lock"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        mem::offset_of!(StaticGenConf, lock),
+    ),
+    directive(
+        ngx_string!("static_gen_lock_timeout"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        mem::offset_of!(StaticGenConf, lock_timeout),
     ),
     directive(
         ngx_string!("static_gen_bypass"),
@@ -622,11 +666,27 @@ impl StaticGenConf {
         if self.host_names.is_none() {
             self.host_names.clone_from(&prev.host_names);
         }
-        if self.valid == NGX_CONF_UNSET as time_t {
-            self.valid = if prev.valid == NGX_CONF_UNSET as time_t {
+        for (own, above) in [(&mut self.valid, prev.valid), (&mut self.stale, prev.stale)] {
+            if *own == NGX_CONF_UNSET as time_t {
+                *own = if above == NGX_CONF_UNSET as time_t {
+                    0
+                } else {
+                    above
+                };
+            }
+        }
+        if self.lock == NGX_CONF_UNSET as ngx_flag_t {
+            self.lock = if prev.lock == NGX_CONF_UNSET as ngx_flag_t {
                 0
             } else {
-                prev.valid
+                prev.lock
+            };
+        }
+        if self.lock_timeout == NGX_CONF_UNSET_MSEC {
+            self.lock_timeout = if prev.lock_timeout == NGX_CONF_UNSET_MSEC {
+                DEFAULT_LOCK_TIMEOUT
+            } else {
+                prev.lock_timeout
             };
         }
         for (own, above) in [

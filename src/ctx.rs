@@ -13,6 +13,8 @@ use static_gen_logic::store::PageWriter;
 use static_gen_logic::tree::{FileTime, Tree};
 
 use crate::conf::StaticGenConf;
+use crate::lock::PageLock;
+use crate::wait::Wait;
 use crate::StaticGenModule;
 
 /// The outcome of the lookup, as `$static_gen_status` reports it.
@@ -24,6 +26,9 @@ pub(crate) enum LookupStatus {
     Miss,
     /// A page older than `static_gen_valid`: handled as a MISS.
     Expired,
+    /// A stale page served while another request regenerates it, or
+    /// because regenerating it failed (`static_gen_stale`).
+    Stale,
     /// Not eligible: method, query string, session cookie, pattern, or URI.
     Bypass,
 }
@@ -34,6 +39,7 @@ impl LookupStatus {
             LookupStatus::Hit => "HIT",
             LookupStatus::Miss => "MISS",
             LookupStatus::Expired => "EXPIRED",
+            LookupStatus::Stale => "STALE",
             LookupStatus::Bypass => "BYPASS",
         }
     }
@@ -58,6 +64,8 @@ pub(crate) struct MissPage {
     pub conf: &'static StaticGenConf,
     /// The purge journal when the request started.
     pub mark: Mark,
+    /// The page's lock, when this request regenerates it for others.
+    pub lock: Option<PageLock>,
 }
 
 pub(crate) struct RequestCtx {
@@ -65,6 +73,12 @@ pub(crate) struct RequestCtx {
     pub hit: Option<HitPage>,
     pub miss: Option<MissPage>,
     pub writer: Option<PageWriter>,
+    /// The stale page to serve instead if the upstream fails.
+    pub fallback: Option<HitPage>,
+    /// Serving `fallback`: the upstream's body is dropped.
+    pub replacing: bool,
+    /// Waiting for another request's page.
+    pub wait: Option<Wait>,
     /// `Accept-Encoding` request headers set to `identity` for the
     /// upstream, with their values to restore for the client's response.
     pub upstream_identity: Vec<(*mut ngx_table_elt_t, ngx_str_t)>,
@@ -77,7 +91,19 @@ impl RequestCtx {
             hit: None,
             miss: None,
             writer: None,
+            fallback: None,
+            replacing: false,
+            wait: None,
             upstream_identity: Vec::new(),
+        }
+    }
+
+    /// Gives up storing: the page is not installed, and its lock (if
+    /// held) is freed so waiters look again.
+    pub(crate) fn abandon_store(&mut self) {
+        self.writer = None;
+        if let Some(miss) = self.miss.as_mut() {
+            miss.lock = None;
         }
     }
 

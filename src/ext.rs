@@ -210,6 +210,19 @@ pub(crate) fn chain_bufs<'a>(chain: *mut ngx_chain_t) -> impl Iterator<Item = &'
     })
 }
 
+/// Iterates the buffers of an output chain, to modify them.
+pub(crate) fn chain_bufs_mut<'a>(
+    chain: *mut ngx_chain_t,
+) -> impl Iterator<Item = &'a mut ngx_buf_t> {
+    let mut link = chain;
+    core::iter::from_fn(move || {
+        // SAFETY: as in `chain_bufs`; the filter owns the chain for the call.
+        let current = unsafe { link.as_ref()? };
+        link = current.next;
+        unsafe { current.buf.as_mut() }
+    })
+}
+
 /// What a buffer holds.
 pub(crate) enum BufData<'a> {
     Memory(&'a [u8]),
@@ -225,6 +238,8 @@ pub(crate) enum BufData<'a> {
 pub(crate) trait BufExt {
     fn data(&self) -> BufData<'_>;
     fn is_last(&self) -> bool;
+    /// Marks the buffer as sent, without sending it.
+    fn consume(&mut self);
 }
 
 impl BufExt for ngx_buf_t {
@@ -250,5 +265,10 @@ impl BufExt for ngx_buf_t {
 
     fn is_last(&self) -> bool {
         self.last_buf() != 0
+    }
+
+    fn consume(&mut self) {
+        self.pos = self.last;
+        self.file_pos = self.file_last;
     }
 }

@@ -37,6 +37,23 @@ pub(crate) extern "C" fn serve_hit(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 fn send_page(r: &mut Request, page: &HitPage) -> Result<ngx_int_t, ()> {
+    set_headers(r, page)?;
+    let raw: *mut ngx_http_request_t = r.into();
+    // SAFETY: `raw` is the live request.
+    unsafe {
+        (*raw).set_allow_ranges(1);
+        let rc = ngx_http_send_header(raw);
+        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*raw).header_only() != 0 {
+            return Ok(rc);
+        }
+        let chain = page_chain(r, page).ok_or(())?;
+        Ok(ngx_http_output_filter(raw, chain))
+    }
+}
+
+/// The response headers of a page: status 200, its stored `Content-Type`,
+/// `Content-Length`, `Last-Modified` and `ETag`.
+pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<(), ()> {
     let pool = r.pool().as_ptr();
     let body_len = page.size - page.body_offset;
     // SAFETY: the pool lives as long as the request.
@@ -50,24 +67,16 @@ fn send_page(r: &mut Request, page: &HitPage) -> Result<ngx_int_t, ()> {
         out.content_type = content_type;
         out.content_type_lowcase = core::ptr::null_mut();
     }
-    let raw: *mut ngx_http_request_t = r.into();
-    // SAFETY: `raw` is the live request.
-    unsafe {
-        if ngx_http_set_etag(raw) != Status::NGX_OK.0 {
-            return Err(());
-        }
-        (*raw).set_allow_ranges(1);
-        let rc = ngx_http_send_header(raw);
-        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*raw).header_only() != 0 {
-            return Ok(rc);
-        }
-        let chain = page_chain(r, page, body_len).ok_or(())?;
-        Ok(ngx_http_output_filter(raw, chain))
+    // SAFETY: a live request.
+    if unsafe { ngx_http_set_etag(r.into()) } != Status::NGX_OK.0 {
+        return Err(());
     }
+    Ok(())
 }
 
 /// One buffer pointing at the body in the page file.
-fn page_chain(r: &Request, page: &HitPage, body_len: u64) -> Option<*mut ngx_chain_t> {
+pub(crate) fn page_chain(r: &Request, page: &HitPage) -> Option<*mut ngx_chain_t> {
+    let body_len = page.size - page.body_offset;
     let pool = r.pool();
     let buf = pool.calloc_type::<ngx_buf_t>();
     let chain = pool.calloc_type::<ngx_chain_t>();

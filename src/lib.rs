@@ -23,12 +23,15 @@ mod ctx;
 mod ext;
 mod hit;
 mod host;
+mod lock;
 mod log;
 mod lookup;
+mod notify;
 mod purge;
 mod store;
 mod tree;
 mod variable;
+mod wait;
 
 use conf::{StaticGenConf, StaticGenMainConf, COMMANDS};
 
@@ -54,6 +57,7 @@ pub static mut ngx_http_static_gen_module: ngx_module_t = ngx_module_t {
     commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_process: Some(init_worker),
+    exit_process: Some(exit_worker),
     ..ngx_module_t::default()
 };
 
@@ -66,6 +70,7 @@ extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let Some(main) = StaticGenModule::main_conf(cycle) else {
         return Status::NGX_OK.into();
     };
+    notify::open();
     tree::open_at_start(&main.roots);
     if let Err(err) = clean_in_background(main.roots.clone(), worker == 0) {
         log::log_errno(
@@ -76,6 +81,11 @@ extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         );
     }
     Status::NGX_OK.into()
+}
+
+/// A worker leaves the event loop: its wake-up socket and watches close.
+extern "C" fn exit_worker(_cycle: *mut ngx_cycle_t) {
+    notify::close();
 }
 
 unsafe impl HttpModuleMainConf for StaticGenModule {

@@ -12,22 +12,27 @@ use std::rc::Rc;
 use nginx_sys::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t,
-    ngx_str_t, ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_msec_t, ngx_str_t, ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
+    NGX_LOG_INFO,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use static_gen_logic::freshness::{freshness, Freshness};
 use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, page_file, PathError};
-use static_gen_logic::tree::{is_stale, FileTime, Tree, TreeError};
+use static_gen_logic::tree::{now, path_key, FileTime, Holder, Lock, Tree, TreeError};
 
 use crate::conf::StaticGenConf;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::RequestExt;
 use crate::hit;
+use crate::lock::{self, PageLock};
 use crate::log::{log_errno, log_tree_error};
+use crate::notify;
 use crate::tree::{self, expand_root};
+use crate::wait::Wait;
 use crate::StaticGenModule;
 
 /// Adds the lookup handler to the precontent phase.
@@ -51,22 +56,65 @@ extern "C" fn lookup_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(conf) = StaticGenModule::location_conf(r) else {
         return Status::NGX_DECLINED.into();
     };
-    if !conf.enabled() || !r.is_main() || ctx::get(r).is_some() {
+    if !conf.enabled() || !r.is_main() {
         return Status::NGX_DECLINED.into();
     }
-    let request_ctx = lookup(r, conf);
-    let hit = request_ctx.status == LookupStatus::Hit;
+    match ctx::get(r) {
+        // woken, or its timer fired: look again
+        Some(ctx) if ctx.wait.is_some() => return resume(r, conf, ctx),
+        Some(_) => return Status::NGX_DECLINED.into(),
+        None => {}
+    }
+    let deadline = now_msec() + conf.lock_timeout;
+    let request_ctx = lookup(r, conf, deadline);
     if ctx::set(r, request_ctx).is_err() {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
-    if hit {
+    proceed(r)
+}
+
+/// Goes on with the request as its context says: a HIT is served by the
+/// module, a waiter is parked, anything else goes to the location's
+/// handler.
+fn proceed(r: &mut Request) -> ngx_int_t {
+    let Some(ctx) = ctx::get(r) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    if let Some(wait) = ctx.wait.as_mut() {
+        wait.park(r);
+        return Status::NGX_AGAIN.into();
+    }
+    if ctx.hit.is_some() {
         r.raw_mut().content_handler = Some(hit::serve_hit);
     }
     Status::NGX_DECLINED.into()
 }
 
-/// Classifies the request and, for an eligible one, opens its page.
-fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
+/// A waiting request runs again: past `static_gen_lock_timeout` it goes
+/// upstream without storing (as `proxy_cache_lock_timeout`), else it looks
+/// again (within the same deadline).
+fn resume(r: &mut Request, conf: &'static StaticGenConf, ctx: &mut RequestCtx) -> ngx_int_t {
+    let Some(mut wait) = ctx.wait.take() else {
+        return Status::NGX_DECLINED.into();
+    };
+    wait.unpark();
+    *ctx = if wait.timed_out() {
+        ngx::ngx_log_debug_http!(r, "static_gen: lock wait timed out, not storing");
+        RequestCtx::new(LookupStatus::Miss)
+    } else {
+        lookup(r, conf, wait.deadline)
+    };
+    proceed(r)
+}
+
+fn now_msec() -> ngx_msec_t {
+    // SAFETY: nginx's cached clock, read on its own thread.
+    unsafe { nginx_sys::ngx_current_msec }
+}
+
+/// Classifies the request and, for an eligible one, looks for its page.
+/// `deadline` ends a wait for the page's lock.
+fn lookup(r: &mut Request, conf: &'static StaticGenConf, deadline: ngx_msec_t) -> RequestCtx {
     let Some((root, rel)) = eligible_page(r, conf) else {
         return RequestCtx::new(LookupStatus::Bypass);
     };
@@ -74,8 +122,12 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
         Ok(tree) => tree,
         Err(err) => return unusable_tree(r, &err),
     };
-    let status = match find(r, conf, &kept, &rel) {
-        Found::Page(status) => status,
+    // purges keep pages on disk as long as some location serves them stale
+    if kept.state().max_stale_ms() < conf.stale_ms() {
+        kept.state().note_stale_ms(conf.stale_ms());
+    }
+    let stale = match find(r, conf, &kept, &rel) {
+        Found::Stale(stale) => stale,
         other => return other.into_ctx(),
     };
     // a MISS makes system calls anyway: one more checks that the kept tree
@@ -85,20 +137,26 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf) -> RequestCtx {
         Err(err) => return unusable_tree(r, &err),
     };
     if Rc::ptr_eq(&tree, &kept) {
-        return miss(r, conf, tree, rel, status);
+        return regenerate(r, conf, tree, rel, stale, deadline);
     }
     match find(r, conf, &tree, &rel) {
-        Found::Page(status) => miss(r, conf, tree, rel, status),
+        Found::Stale(stale) => regenerate(r, conf, tree, rel, stale, deadline),
         other => other.into_ctx(),
     }
 }
 
 /// What a look in a tree found: a page to serve, a file not to serve, or
-/// the status of a MISS.
+/// no fresh page.
 enum Found {
     Hit(HitPage),
     Bypass,
-    Page(LookupStatus),
+    Stale(StalePage),
+}
+
+/// No fresh page: missing, purged or expired; maybe still servable stale.
+struct StalePage {
+    status: LookupStatus,
+    servable: Option<HitPage>,
 }
 
 impl Found {
@@ -109,21 +167,36 @@ impl Found {
                 ..RequestCtx::new(LookupStatus::Hit)
             },
             Found::Bypass => RequestCtx::new(LookupStatus::Bypass),
-            Found::Page(status) => RequestCtx::new(status),
+            Found::Stale(stale) => RequestCtx::new(stale.status),
         }
     }
 }
 
-/// Looks for the page in `tree`: a HIT, a MISS (missing, stale, expired),
-/// or a file the module does not serve.
+/// Looks for the page in `tree`: fresh, stale (missing, purged since it
+/// was written, expired), or a file the module does not serve.
 fn find(r: &Request, conf: &StaticGenConf, tree: &Tree, rel: &[u8]) -> Found {
+    let missing = |status| {
+        Found::Stale(StalePage {
+            status,
+            servable: None,
+        })
+    };
     match open_page(tree, rel) {
-        Ok(page) if is_stale(page.modified, tree.state().epoch()) => {
-            Found::Page(LookupStatus::Miss)
+        Ok(page) => {
+            let purged = tree.state().staleness(rel, page.modified);
+            match freshness(page.modified, purged, conf.lifetimes(), now()) {
+                Freshness::Fresh => Found::Hit(page),
+                Freshness::Stale { expired, servable } => Found::Stale(StalePage {
+                    status: if expired {
+                        LookupStatus::Expired
+                    } else {
+                        LookupStatus::Miss
+                    },
+                    servable: servable.then_some(page),
+                }),
+            }
         }
-        Ok(page) if !conf.expired(page.mtime) => Found::Hit(page),
-        Ok(_) => Found::Page(LookupStatus::Expired),
-        Err(OpenError::Missing) => Found::Page(LookupStatus::Miss),
+        Err(OpenError::Missing) => missing(LookupStatus::Miss),
         Err(OpenError::Foreign) => {
             log_errno(
                 NGX_LOG_INFO,
@@ -152,6 +225,67 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Tree, rel: &[u8]) -> Found {
     }
 }
 
+/// No fresh page: one request regenerates it (holding its lock, when
+/// `static_gen_lock` is on or a stale page may be served); the others are
+/// served the stale page, or wait for the new one, or go upstream too
+/// (no lock: as without this module's help).
+fn regenerate(
+    r: &mut Request,
+    conf: &'static StaticGenConf,
+    tree: Rc<Tree>,
+    rel: Vec<u8>,
+    stale: StalePage,
+    deadline: ngx_msec_t,
+) -> RequestCtx {
+    if !r.is_get() || !(conf.lock() || stale.servable.is_some()) {
+        return miss(r, conf, tree, rel, stale.status, None);
+    }
+    let key = path_key(&rel);
+    match PageLock::take(&tree, key) {
+        Ok(lock) => {
+            let mut ctx = miss(r, conf, tree, rel, stale.status, Some(lock));
+            ctx.fallback = stale.servable;
+            ctx
+        }
+        Err(Lock::Held(holder)) => match stale.servable {
+            Some(page) => RequestCtx {
+                hit: Some(page),
+                ..RequestCtx::new(LookupStatus::Stale)
+            },
+            None if conf.lock() => wait_for(&tree, key, holder, deadline, stale.status),
+            None => miss(r, conf, tree, rel, stale.status, None),
+        },
+        Err(_) => miss(r, conf, tree, rel, stale.status, None),
+    }
+}
+
+/// A request that waits for the page the lock's holder regenerates.
+fn wait_for(
+    tree: &Tree,
+    key: u64,
+    holder: Holder,
+    deadline: ngx_msec_t,
+    status: LookupStatus,
+) -> RequestCtx {
+    let me = lock::me();
+    let tree_id = tree.state().tree_id();
+    let mut ctx = RequestCtx::new(status);
+    if holder.pid != me.pid {
+        // told when it is freed, or when the holder dies; if the lock was
+        // freed meanwhile, look again at once
+        let mut wait = Wait::new(tree_id, key, holder.pid, deadline);
+        if tree.state().wait_for(key, holder, me.pid) {
+            notify::watch_exit(holder.pid);
+        } else {
+            wait.look_again_now();
+        }
+        ctx.wait = Some(wait);
+        return ctx;
+    }
+    ctx.wait = Some(Wait::new(tree_id, key, holder.pid, deadline));
+    ctx
+}
+
 /// A tree that cannot be opened: a MISS that cannot store (the request
 /// goes upstream as usual), logged.
 fn unusable_tree(r: &Request, err: &TreeError) -> RequestCtx {
@@ -167,6 +301,7 @@ fn miss(
     tree: Rc<Tree>,
     rel: Vec<u8>,
     status: LookupStatus,
+    lock: Option<PageLock>,
 ) -> RequestCtx {
     let mut ctx = RequestCtx::new(status);
     match journal::mark(&tree) {
@@ -176,6 +311,7 @@ fn miss(
                 rel,
                 conf,
                 mark,
+                lock,
             });
             if r.is_get() {
                 ctx.upstream_identity = ask_identity(r);

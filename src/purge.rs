@@ -14,7 +14,7 @@ use ngx::http::{HttpModuleLocationConf, Request};
 use std::path::Path;
 
 use static_gen_logic::purge::{purge, reply, Purged};
-use static_gen_logic::scope::Scope;
+use static_gen_logic::scope::{PurgeArgs, Scope};
 use static_gen_logic::sweep::{clean_up_in_background, Cleanup};
 
 use crate::access::client_is_local;
@@ -50,8 +50,8 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
             "purge allowed from this machine only: protect the location with allow/deny",
         );
     }
-    let scope = match Scope::from_args(r.raw().args.as_bytes()) {
-        Ok(scope) => scope,
+    let PurgeArgs { scope, hard } = match PurgeArgs::parse(r.raw().args.as_bytes()) {
+        Ok(args) => args,
         Err(err) => return send_error(r, NGX_HTTP_BAD_REQUEST, &err.to_string()),
     };
     let Some(root) = conf.purge_root() else {
@@ -60,11 +60,12 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     let Some(root) = expand_root(r, root) else {
         return send_error(r, NGX_HTTP_BAD_REQUEST, "invalid root");
     };
-    match current_tree(&root).and_then(|tree| purge(&tree, &scope)) {
-        Ok(purged) => {
+    match current_tree(&root).and_then(|tree| purge(&tree, &scope, hard)) {
+        Ok(mut purged) => {
             log_purge(r, &root, &scope, &purged);
-            let removal = delete_later(r, &root, purged.cleanup);
-            send_json(r, NGX_HTTP_OK, &reply(&scope, purged.moved, removal))
+            let cleanup = std::mem::replace(&mut purged.cleanup, Cleanup::None);
+            let removal = delete_later(r, &root, cleanup);
+            send_json(r, NGX_HTTP_OK, &reply(&scope, &purged, removal))
         }
         Err(err) => {
             log_errno(
@@ -90,10 +91,14 @@ fn log_purge(r: &Request, root: &Path, scope: &Scope, purged: &Purged) {
             ),
         );
     }
-    let what = match scope {
-        Scope::All => "every page (stale at once, deleted in the background)".to_string(),
-        Scope::Uri(_) => format!("{} page", purged.moved),
-        Scope::Prefix(_) => format!("{} entries moved to the trash", purged.moved),
+    let what = match (scope, purged.soft) {
+        (Scope::All, false) => "every page (stale at once, deleted in the background)".into(),
+        (Scope::All, true) => {
+            "every page (stale at once, deleted after their stale time)".to_string()
+        }
+        (_, true) => format!("{} entries marked stale", purged.count),
+        (Scope::Uri(_), false) => format!("{} page removed", purged.count),
+        (Scope::Prefix(_), false) => format!("{} entries moved to the trash", purged.count),
     };
     log_errno(
         NGX_LOG_NOTICE,

@@ -22,8 +22,9 @@ use static_gen_logic::rules::{storable, ResponseFacts};
 use static_gen_logic::store::{PageLimits, PageWriter};
 use static_gen_logic::tree::TreeError;
 
-use crate::ctx::{self, MissPage};
-use crate::ext::{chain_bufs, BufData, BufExt, RequestExt};
+use crate::ctx::{self, LookupStatus, MissPage, RequestCtx};
+use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
+use crate::hit;
 use crate::log::log_tree_error;
 use crate::tree::current_tree;
 
@@ -60,6 +61,13 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
         ctx.restore_accept_encoding();
         // on every response of a `static_gen` location, not only a MISS
         let refused = upstream_refuses(r);
+        if ctx.fallback.is_some() && r.raw().headers_out.status >= 500 {
+            // regenerating failed: the stale page instead, within its time
+            return match replace_with_fallback(r, ctx) {
+                Ok(()) => next_header(raw),
+                Err(()) => Status::NGX_ERROR.into(),
+            };
+        }
         if let Some(miss) = &ctx.miss {
             if refused {
                 ngx::ngx_log_debug_http!(r, "static_gen: not stored: the upstream refused");
@@ -67,8 +75,33 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
                 ctx.writer = start_page(r, miss);
             }
         }
+        if ctx.writer.is_none() {
+            ctx.abandon_store();
+        }
     }
     next_header(raw)
+}
+
+/// Answers with the stale page instead of the failed response: its
+/// headers replace the upstream's, and the body filter sends its body.
+fn replace_with_fallback(r: &mut Request, ctx: &mut RequestCtx) -> Result<(), ()> {
+    ctx.abandon_store();
+    ctx.hit = ctx.fallback.take();
+    ctx.status = LookupStatus::Stale;
+    ctx.replacing = true;
+    for header in r.headers_out_mut() {
+        header.hash = 0;
+    }
+    let out = &mut r.raw_mut().headers_out;
+    out.status_line.len = 0;
+    out.content_length = core::ptr::null_mut();
+    out.content_encoding = core::ptr::null_mut();
+    out.location = core::ptr::null_mut();
+    out.last_modified = core::ptr::null_mut();
+    out.etag = core::ptr::null_mut();
+    out.expires = core::ptr::null_mut();
+    let page = ctx.hit.as_ref().ok_or(())?;
+    hit::set_headers(r, page)
 }
 
 /// True when the upstream asks not to store its response, with
@@ -143,12 +176,15 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
     let r = unsafe { Request::from_ngx_http_request(raw) };
     let mut last = false;
     if let Some(ctx) = ctx::get(r) {
+        if ctx.replacing {
+            return send_fallback_body(r, ctx, chain);
+        }
         if let Some(writer) = ctx.writer.as_mut() {
             match tee(writer, chain) {
                 Ok(saw_last) => last = saw_last,
                 Err(err) => {
                     log_tree_error(r.log(), NOT_STORED, &err);
-                    ctx.writer = None;
+                    ctx.abandon_store();
                 }
             }
         }
@@ -159,19 +195,39 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
     if let Some(ctx) = ctx::get(r) {
         if ctx.writer.is_some() && (rc == Status::NGX_ERROR.0 || r.connection_error()) {
             // the client did not get the page: do not keep it either
-            ctx.writer = None;
+            ctx.abandon_store();
         } else if last && !r.body_end_marked() {
             ngx::ngx_log_debug_http!(
                 r,
                 "static_gen: not stored: body ended at a connection close"
             );
-            ctx.writer = None;
+            ctx.abandon_store();
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
                 install(r, writer, miss);
             }
+            // installed or not: waiters look now
+            ctx.abandon_store();
         }
     }
+    rc
+}
+
+/// The body of the stale page, once, instead of the failed response's
+/// (whose buffers are marked as sent, so the upstream can reuse them).
+fn send_fallback_body(r: &mut Request, ctx: &mut RequestCtx, chain: *mut ngx_chain_t) -> ngx_int_t {
+    for buf in chain_bufs_mut(chain) {
+        buf.consume();
+    }
+    let Some(page) = ctx.hit.take() else {
+        return Status::NGX_OK.into();
+    };
+    let rc = match hit::page_chain(r, &page) {
+        Some(body) => next_body(r.into(), body),
+        None => Status::NGX_ERROR.into(),
+    };
+    // the page file stays open until the request ends
+    ctx.fallback = Some(page);
     rc
 }
 

@@ -93,7 +93,7 @@ fn full_disk_still_serves_and_logs_once_per_cause() {
     // removed) after the tmpfs is unmounted; mounted before nginx starts,
     // which opens the tree at once
     let nginx;
-    let Some(_tmpfs) = Mount::tmpfs(&setup.tmp().join("small"), "256k") else {
+    let Some(_tmpfs) = Mount::tmpfs(&setup.tmp().join("small"), "1m") else {
         return;
     };
     nginx = setup.start();

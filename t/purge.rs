@@ -66,7 +66,7 @@ fn purge_methods_reply_with_one_line_of_json() {
         let body = r.text();
         assert_eq!(body.lines().count(), 1, "{body}");
         assert!(
-            body == "{\"status\":\"ok\",\"scope\":\"all\",\"removal\":\"background\"}\n",
+            body == "{\"status\":\"ok\",\"scope\":\"all\",\"mode\":\"hard\",\"removal\":\"background\"}\n",
             "{body}"
         );
         assert_eq!(get(nginx.port(), "/").sg_status(), "MISS");
@@ -167,7 +167,7 @@ fn purged_tree_is_deleted_in_the_background() {
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(
         r.text(),
-        "{\"status\":\"ok\",\"scope\":\"all\",\"removal\":\"background\"}\n"
+        "{\"status\":\"ok\",\"scope\":\"all\",\"mode\":\"hard\",\"removal\":\"background\"}\n"
     );
     // the old pages are never served again, and deleted in the background
     assert_eq!(get(nginx.port(), "/d2/p2").sg_status(), "MISS");

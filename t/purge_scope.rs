@@ -91,7 +91,7 @@ fn uri_scope_removes_one_page() {
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(
         r.text().trim(),
-        r#"{"status":"ok","scope":"uri","uri":"/articles/hello/","removed":1}"#
+        r#"{"status":"ok","scope":"uri","mode":"hard","uri":"/articles/hello/","removed":1}"#
     );
     for (uri, old) in SITE.iter().zip(&before) {
         let now = get(nginx.port(), uri);
@@ -117,8 +117,9 @@ fn prefix_scope_removes_a_subtree() {
     let r = purge(&nginx, "?prefix=/articles/");
     assert_eq!(r.status, 200, "{r}");
     assert!(
-        r.text()
-            .starts_with(r#"{"status":"ok","scope":"prefix","prefix":"/articles/","moved":1,"#),
+        r.text().starts_with(
+            r#"{"status":"ok","scope":"prefix","mode":"hard","prefix":"/articles/","moved":1,"#
+        ),
         "{r}"
     );
     for uri in SITE {

@@ -19,7 +19,6 @@ fuzz_target!(|data: &[u8]| {
     let Some(scope) = check_scope(args) else {
         return;
     };
-    #[cfg(feature = "pending")]
     invariants::check_scope_not_reserved(&scope);
     let path = scope.path().unwrap_or_default();
     for u in [uri, path, &[path, b"x"].concat(), &path[..path.len() / 2]] {

@@ -86,7 +86,7 @@ pub fn purged_since(tree: &Tree, mark: Mark, uri: &[u8]) -> Result<bool, TreeErr
 /// A purge must work on a full disk: when its entry cannot be appended,
 /// the journal is emptied under a new generation instead (every MISS in
 /// flight then counts as purged), and the failure is returned to be logged.
-pub fn record(tree: &Tree, scope: &Scope) -> Result<Option<TreeError>, TreeError> {
+pub fn record(tree: &Tree, scope: &Scope, hard: bool) -> Result<Option<TreeError>, TreeError> {
     let state = tree.state();
     let journal = tree.reserved_file(JOURNAL, OFlags::RDWR | OFlags::APPEND)?;
     let path = || tree.reserved_path(JOURNAL);
@@ -94,7 +94,7 @@ pub fn record(tree: &Tree, scope: &Scope) -> Result<Option<TreeError>, TreeError
     let Some(line) = entry(scope) else {
         // a new epoch makes every page written before it stale
         state
-            .advance_epoch()
+            .advance_epoch(hard)
             .map_err(|e| TreeError::io("store epoch in", tree.reserved_path(STATE_FILE), e))?;
         return empty(tree, &journal).map(|()| None);
     };
@@ -168,8 +168,8 @@ mod tests {
         let scratch = Scratch::new("journal-partial");
         let tree = tree(&scratch);
         let before = mark(&tree).unwrap();
-        record(&tree, &Scope::Uri(b"/a/".to_vec())).unwrap();
-        record(&tree, &Scope::Prefix(b"/blog/".to_vec())).unwrap();
+        record(&tree, &Scope::Uri(b"/a/".to_vec()), false).unwrap();
+        record(&tree, &Scope::Prefix(b"/blog/".to_vec()), false).unwrap();
         assert!(purged_since(&tree, before, b"/a/").unwrap());
         assert!(purged_since(&tree, before, b"/blog/post/").unwrap());
         assert!(!purged_since(&tree, before, b"/a").unwrap());
@@ -186,7 +186,7 @@ mod tests {
         let scratch = Scratch::new("journal-all");
         let tree = tree(&scratch);
         let before = mark(&tree).unwrap();
-        record(&tree, &Scope::All).unwrap();
+        record(&tree, &Scope::All, false).unwrap();
         assert!(purged_since(&tree, before, b"/anything").unwrap());
         let after = mark(&tree).unwrap();
         assert!(!purged_since(&tree, after, b"/anything").unwrap());
@@ -201,8 +201,8 @@ mod tests {
         let scratch = Scratch::new("journal-twice");
         let tree = tree(&scratch);
         let before = mark(&tree).unwrap();
-        record(&tree, &Scope::All).unwrap();
-        record(&tree, &Scope::All).unwrap();
+        record(&tree, &Scope::All, false).unwrap();
+        record(&tree, &Scope::All, false).unwrap();
         let after = mark(&tree).unwrap();
         assert_eq!(before.len, after.len, "the same length as before");
         assert!(purged_since(&tree, before, b"/x").unwrap());
@@ -227,14 +227,14 @@ mod tests {
         std::fs::write(&page, b"old").unwrap();
         let old = FileTime::of(&std::fs::metadata(&page).unwrap());
         assert!(!is_stale(old, tree.state().epoch()));
-        record(&tree, &Scope::All).unwrap();
+        record(&tree, &Scope::All, false).unwrap();
         let purged_at = tree.state().epoch();
         assert!(is_stale(old, purged_at));
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&page, b"new").unwrap();
         let new = FileTime::of(&std::fs::metadata(&page).unwrap());
         assert!(!is_stale(new, purged_at));
-        record(&tree, &Scope::Uri(b"/x".to_vec())).unwrap();
+        record(&tree, &Scope::Uri(b"/x".to_vec()), false).unwrap();
         assert_eq!(
             tree.state().epoch(),
             purged_at,
@@ -251,7 +251,7 @@ mod tests {
         uri.extend_from_slice(&long);
         let before = mark(&tree).unwrap();
         for _ in 0..(MAX_JOURNAL_LEN / 4000 + 2) {
-            record(&tree, &Scope::Uri(uri.clone())).unwrap();
+            record(&tree, &Scope::Uri(uri.clone()), false).unwrap();
         }
         let len = std::fs::metadata(tree.reserved_path(JOURNAL))
             .unwrap()

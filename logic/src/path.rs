@@ -85,7 +85,7 @@ pub fn check_canonical(raw: &[u8], uri: &[u8]) -> Result<(), PathError> {
                 .get(i + 1..i + 3)
                 .and_then(decode_upper_hex_pair)
                 .ok_or(PathError::NotCanonical)?;
-            if !must_escape(decoded) || decoded < 0x20 || decoded == 0x7f {
+            if !must_escape(decoded) || reserved(decoded) || decoded < 0x20 || decoded == 0x7f {
                 return Err(PathError::NotCanonical);
             }
             i += 3;
@@ -101,10 +101,20 @@ pub fn check_canonical(raw: &[u8], uri: &[u8]) -> Result<(), PathError> {
             return Err(PathError::NotCanonical);
         }
     }
-    match expected.next() {
-        None => Ok(()),
-        Some(_) => Err(PathError::NotCanonical),
+    if expected.next().is_some() {
+        return Err(PathError::NotCanonical);
     }
+    // an overlong or broken UTF-8 sequence (`%C0%AE` for `.`) could be read
+    // as something else by a lenient upstream
+    std::str::from_utf8(uri)
+        .map(|_| ())
+        .map_err(|_| PathError::NotCanonical)
+}
+
+/// RFC 3986's gen-delims and sub-delims: their escapes may mean something
+/// else than the character to an upstream.
+fn reserved(byte: u8) -> bool {
+    b":/?#[]@!$&'()*+,;=".contains(&byte)
 }
 
 fn decode_upper_hex_pair(pair: &[u8]) -> Option<u8> {
@@ -397,5 +407,14 @@ mod tests {
         assert!(!canonical("/café/", "/café/"));
         assert!(!canonical("/a b", "/a b"));
         assert!(!canonical("/a\"b", "/a\"b"));
+        assert!(!canonical("/a%3Fb", "/a?b"), "escaped reserved");
+        assert!(
+            !canonical("/%C0%AE%C0%AE/x", "/\u{c0}\u{ae}"),
+            "not even the same bytes"
+        );
+        assert!(
+            check_canonical(b"/%C0%AE%C0%AE/x", b"/\xc0\xae\xc0\xae/x").is_err(),
+            "overlong UTF-8"
+        );
     }
 }

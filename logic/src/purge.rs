@@ -9,6 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 
 use rustix::fs::{renameat, statat, unlinkat, AtFlags, Dir, FileType};
 use rustix::io::Errno;
@@ -17,7 +18,7 @@ use crate::journal;
 use crate::path::{page_file, RESERVED_DIR};
 use crate::scope::Scope;
 use crate::sweep::Cleanup;
-use crate::tree::{Tree, TreeError, TreeLock};
+use crate::tree::{path_key, Tree, TreeError, TreeLock};
 
 const INDEX_NAME: &[u8] = b"index.html";
 const PAGE_SUFFIX: &[u8] = b".html";
@@ -25,56 +26,109 @@ const PAGE_SUFFIX: &[u8] = b".html";
 /// What a purge did.
 #[derive(Debug)]
 pub struct Purged {
-    /// Entries moved out of the tree (directories and pages), or pages
-    /// removed, for one URI; none for the whole tree.
-    pub moved: usize,
+    /// Entries moved out of the tree or pages removed (hard), or entries
+    /// marked stale (soft); none for the whole tree.
+    pub count: usize,
+    /// Purged pages stay on disk, to be served stale where a location says
+    /// so (`static_gen_stale`), and are deleted after that time.
+    pub soft: bool,
     /// What remains to be deleted.
     pub cleanup: Cleanup,
     /// A failure the purge worked around (it still took effect), to log.
     pub warning: Option<TreeError>,
 }
 
-/// Purges `scope` from `tree`: records it, then removes or moves away its
-/// pages.
-pub fn purge(tree: &Tree, scope: &Scope) -> Result<Purged, TreeError> {
+/// Purges `scope` from `tree`: records it (so no MISS in flight installs
+/// its page after this), marks its pages purged (so no HIT serves them as
+/// fresh), then removes or moves away its pages, unless they may be served
+/// stale (a soft purge while a location serves the tree stale).
+pub fn purge(tree: &Tree, scope: &Scope, hard: bool) -> Result<Purged, TreeError> {
     let _lock = TreeLock::exclusive(tree)?;
-    let warning = journal::record(tree, scope)?;
-    let (moved, cleanup) = match scope {
-        Scope::All => (0, stale_pages(tree)?),
-        Scope::Uri(uri) => (remove_page(tree, uri)?, Cleanup::None),
-        Scope::Prefix(prefix) => move_prefix_away(tree, prefix)?,
+    let warning = journal::record(tree, scope, hard)?;
+    let stale_ms = tree.state().max_stale_ms();
+    let soft = !hard && stale_ms > 0;
+    let sweep_later = || Cleanup::Stale {
+        root: tree.root().to_owned(),
+        after: Duration::from_millis(if soft { stale_ms } else { 0 }),
+    };
+    let (count, cleanup) = match scope {
+        Scope::All => (0, sweep_later()),
+        Scope::Uri(uri) => {
+            let rel = mapped(tree, uri)?;
+            mark(tree, &rel, hard)?;
+            if soft {
+                (usize::from(page_exists(tree, &rel)), sweep_later())
+            } else {
+                (remove_page(tree, &rel)?, Cleanup::None)
+            }
+        }
+        Scope::Prefix(prefix) => {
+            let Some(entries) = prefix_entries(tree, prefix)? else {
+                return Ok(Purged {
+                    count: 0,
+                    soft,
+                    cleanup: Cleanup::None,
+                    warning,
+                });
+            };
+            for key in entries.keys() {
+                tree.state()
+                    .mark_purged(key, hard)
+                    .map_err(|e| TreeError::io("mark", tree.root(), e))?;
+            }
+            if soft {
+                (entries.names.len(), sweep_later())
+            } else {
+                move_entries(tree, entries.dir.as_fd(), entries.names)?
+            }
+        }
     };
     Ok(Purged {
-        moved,
+        count,
+        soft,
         cleanup,
         warning,
     })
 }
 
-/// The pages a whole-tree purge left: all those up to its epoch.
-fn stale_pages(tree: &Tree) -> Result<Cleanup, TreeError> {
-    let Some(epoch) = tree.state().epoch() else {
-        return Ok(Cleanup::None);
-    };
-    let root = tree
-        .dir()
-        .try_clone_to_owned()
-        .map_err(|e| TreeError::io("dup", tree.root(), e))?;
-    Ok(Cleanup::Stale { root, epoch })
+/// The page file of a URI, relative to the root.
+fn mapped(tree: &Tree, uri: &[u8]) -> Result<Vec<u8>, TreeError> {
+    page_file(uri).map_err(|e| {
+        let invalid = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        TreeError::io("map", tree.root(), invalid)
+    })
+}
+
+fn mark(tree: &Tree, rel: &[u8], hard: bool) -> Result<(), TreeError> {
+    tree.state()
+        .mark_purged(path_key(rel), hard)
+        .map(|_| ())
+        .map_err(|e| TreeError::io("mark", tree.display_path(rel), e))
+}
+
+fn page_exists(tree: &Tree, rel: &[u8]) -> bool {
+    tree.page_parent(rel, None)
+        .is_ok_and(|(dir, name)| statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
 }
 
 /// The purge reply: one line of JSON.
-pub fn reply(scope: &Scope, moved: usize, removal: &str) -> String {
-    let mut json = format!("{{\"status\":\"ok\",\"scope\":\"{}\"", scope.kind());
+pub fn reply(scope: &Scope, purged: &Purged, removal: &str) -> String {
+    let mode = if purged.soft { "soft" } else { "hard" };
+    let mut json = format!(
+        "{{\"status\":\"ok\",\"scope\":\"{}\",\"mode\":\"{mode}\"",
+        scope.kind()
+    );
     if let Some(path) = scope.path() {
         json.push_str(&format!(",\"{}\":{}", scope.kind(), json_string(path)));
     }
-    match scope {
-        Scope::Uri(_) => json.push_str(&format!(",\"removed\":{moved}}}")),
-        Scope::Prefix(_) => {
-            json.push_str(&format!(",\"moved\":{moved},\"removal\":\"{removal}\"}}"))
+    let count = purged.count;
+    match (scope, purged.soft) {
+        (Scope::All, _) => json.push_str(&format!(",\"removal\":\"{removal}\"}}")),
+        (_, true) => json.push_str(&format!(",\"stale\":{count},\"removal\":\"{removal}\"}}")),
+        (Scope::Uri(_), false) => json.push_str(&format!(",\"removed\":{count}}}")),
+        (Scope::Prefix(_), false) => {
+            json.push_str(&format!(",\"moved\":{count},\"removal\":\"{removal}\"}}"))
         }
-        Scope::All => json.push_str(&format!(",\"removal\":\"{removal}\"}}")),
     }
     json
 }
@@ -93,32 +147,59 @@ fn json_string(bytes: &[u8]) -> String {
     out
 }
 
-/// Moves the pages of every URI starting with `prefix`: the directory a
-/// prefix ending in `/` names, or the entries of the last directory whose
-/// URI segment starts with the rest. Never the reserved directory.
-fn move_prefix_away(tree: &Tree, prefix: &[u8]) -> Result<(usize, Cleanup), TreeError> {
+/// The entries of one directory that a prefix purge covers.
+struct PrefixEntries {
+    dir: OwnedFd,
+    /// The directory, relative to the root (`""` or `articles/`).
+    rel: Vec<u8>,
+    names: Vec<(OsString, bool)>,
+}
+
+impl PrefixEntries {
+    /// The purge-mark keys of the entries (a directory's with its `/`).
+    fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.names.iter().map(|(name, is_dir)| {
+            let mut rel = self.rel.clone();
+            rel.extend_from_slice(name.as_bytes());
+            if *is_dir {
+                rel.push(b'/');
+            }
+            path_key(&rel)
+        })
+    }
+}
+
+/// The entries that hold the pages of every URI starting with `prefix`:
+/// the directory a prefix ending in `/` names (as an entry of its parent),
+/// or the entries of the last directory whose URI segment starts with the
+/// rest. Never the reserved directory. `None` when there is no such
+/// directory.
+fn prefix_entries(tree: &Tree, prefix: &[u8]) -> Result<Option<PrefixEntries>, TreeError> {
     let cut = prefix.iter().rposition(|&b| b == b'/').unwrap_or(0);
     let dir_rel = prefix.get(1..cut).unwrap_or_default();
     let stem = &prefix[cut + 1..];
     if stem.is_empty() {
-        // the directory the prefix names, as an entry of its parent
         let (parent, name) = match dir_rel.iter().rposition(|&b| b == b'/') {
             Some(slash) => (&dir_rel[..slash], &dir_rel[slash + 1..]),
             None => (&b""[..], dir_rel),
         };
         if parent.is_empty() && name == RESERVED_DIR.as_bytes() {
-            return Ok((0, Cleanup::None));
+            return Ok(None);
         }
         let Some(dir) = existing_page_dir(tree, parent)? else {
-            return Ok((0, Cleanup::None));
+            return Ok(None);
         };
-        return move_entries(tree, dir.as_fd(), vec![OsStr::from_bytes(name).to_owned()]);
+        return Ok(Some(PrefixEntries {
+            dir,
+            rel: dir_rel_of(parent),
+            names: vec![(OsStr::from_bytes(name).to_owned(), true)],
+        }));
     }
     let Some(dir) = existing_page_dir(tree, dir_rel)? else {
-        return Ok((0, Cleanup::None));
+        return Ok(None);
     };
     let at_top = dir_rel.is_empty();
-    let matching = list_dir(tree, dir.as_fd(), dir_rel)?
+    let names = list_dir(tree, dir.as_fd(), dir_rel)?
         .into_iter()
         .filter(|(name, kind)| {
             let name = name.as_bytes();
@@ -134,9 +215,23 @@ fn move_prefix_away(tree: &Tree, prefix: &[u8]) -> Result<(usize, Cleanup), Tree
             };
             segment.starts_with(stem)
         })
-        .map(|(name, _)| name)
+        .map(|(name, kind)| (name, kind == FileType::Directory))
         .collect();
-    move_entries(tree, dir.as_fd(), matching)
+    Ok(Some(PrefixEntries {
+        dir,
+        rel: dir_rel_of(dir_rel),
+        names,
+    }))
+}
+
+/// A directory relative to the root, as purge-mark keys spell it: empty,
+/// or with a trailing `/`.
+fn dir_rel_of(dir: &[u8]) -> Vec<u8> {
+    let mut rel = dir.to_vec();
+    if !rel.is_empty() {
+        rel.push(b'/');
+    }
+    rel
 }
 
 /// A directory of pages, or `None` where there is none (missing, or a path
@@ -157,19 +252,15 @@ fn gone(e: &io::Error) -> bool {
     )
 }
 
-/// Removes the page of one URI.
-fn remove_page(tree: &Tree, uri: &[u8]) -> Result<usize, TreeError> {
-    let rel = page_file(uri).map_err(|e| {
-        let invalid = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
-        TreeError::io("map", tree.root(), invalid)
-    })?;
-    let (dir, name) = match tree.page_parent(&rel, None) {
+/// Removes one page file.
+fn remove_page(tree: &Tree, rel: &[u8]) -> Result<usize, TreeError> {
+    let (dir, name) = match tree.page_parent(rel, None) {
         Ok(found) => found,
         Err(e) if gone(&e) => return Ok(0),
         Err(e) => {
             return Err(TreeError::io(
                 "open directory of",
-                tree.display_path(&rel),
+                tree.display_path(rel),
                 e,
             ))
         }
@@ -177,7 +268,7 @@ fn remove_page(tree: &Tree, uri: &[u8]) -> Result<usize, TreeError> {
     match unlinkat(&dir, name, AtFlags::empty()) {
         Ok(()) => Ok(1),
         Err(Errno::NOENT) => Ok(0),
-        Err(e) => Err(TreeError::io("unlink", tree.display_path(&rel), e)),
+        Err(e) => Err(TreeError::io("unlink", tree.display_path(rel), e)),
     }
 }
 
@@ -211,14 +302,14 @@ fn list_dir(
 fn move_entries(
     tree: &Tree,
     dir: BorrowedFd,
-    names: Vec<OsString>,
+    names: Vec<(OsString, bool)>,
 ) -> Result<(usize, Cleanup), TreeError> {
     if names.is_empty() {
         return Ok((0, Cleanup::None));
     }
     let (trash, trash_name) = tree.new_trash()?;
     let mut moved = 0;
-    for name in names {
+    for (name, _) in names {
         match renameat(dir, &name, &trash, &name) {
             Ok(()) => moved += 1,
             // another worker's purge took it first
@@ -303,11 +394,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         pages(&root.0, SITE);
         tree_files(&root.0, &["by-hand.html"]);
-        let purged = purge(&tree, &Scope::All).unwrap();
-        assert_eq!(purged.moved, 0);
-        let Cleanup::Stale { root: dir, epoch } = purged.cleanup else {
+        let purged = purge(&tree, &Scope::All, false).unwrap();
+        assert_eq!(purged.count, 0);
+        assert!(!purged.soft, "no location serves the tree stale");
+        let Cleanup::Stale { after, .. } = purged.cleanup else {
             panic!("{:?}", purged.cleanup);
         };
+        assert_eq!(after, Duration::ZERO);
         assert_eq!(
             remaining(&root.0).len(),
             SITE.len() + 1,
@@ -315,7 +408,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(20));
         pages(&root.0, &["articles/new/index.html"]);
-        remove_stale(dir.as_fd(), epoch);
+        remove_stale(&tree);
         assert_eq!(
             remaining(&root.0),
             ["articles/new/index.html", "by-hand.html"]
@@ -356,7 +449,7 @@ mod tests {
             let tree = Tree::open(&root.0).unwrap();
             tree_files(&root.0, SITE);
             let scope = Scope::Prefix(prefix.as_bytes().to_vec());
-            purge(&tree, &scope).unwrap();
+            purge(&tree, &scope, false).unwrap();
             let mut expected: Vec<String> = left.iter().map(|s| s.to_string()).collect();
             expected.sort();
             assert_eq!(remaining(&root.0), expected, "{prefix}");
@@ -368,8 +461,8 @@ mod tests {
         let root = Scratch::new("prefix-bg");
         let tree = Tree::open(&root.0).unwrap();
         tree_files(&root.0, SITE);
-        let purged = purge(&tree, &Scope::Prefix(b"/articles/".to_vec())).unwrap();
-        assert_eq!(purged.moved, 1);
+        let purged = purge(&tree, &Scope::Prefix(b"/articles/".to_vec()), false).unwrap();
+        assert_eq!(purged.count, 1);
         let trash = root.0.join(".static_gen/trash");
         assert_eq!(fs::read_dir(&trash).unwrap().count(), 1);
         assert!(clean_up_in_background(purged.cleanup).unwrap());
@@ -394,7 +487,7 @@ mod tests {
             "/.static_gen/tmp/",
             "/.st",
         ] {
-            let _ = purge(&tree, &Scope::Prefix(prefix.as_bytes().to_vec()));
+            let _ = purge(&tree, &Scope::Prefix(prefix.as_bytes().to_vec()), false);
             assert!(tree.is_current(), "{prefix}");
             assert!(root.0.join(".static_gen/state").exists(), "{prefix}");
         }
@@ -414,7 +507,7 @@ mod tests {
             Scope::Prefix(b"/link/".to_vec()),
             Scope::Prefix(b"/link/a".to_vec()),
         ] {
-            purge(&tree, &scope).unwrap();
+            purge(&tree, &scope, false).unwrap();
         }
         assert_eq!(remaining(&outside.0).len(), 3, "nothing outside touched");
     }
@@ -424,27 +517,79 @@ mod tests {
         let root = Scratch::new("uri");
         let tree = Tree::open(&root.0).unwrap();
         tree_files(&root.0, SITE);
-        let purged = purge(&tree, &Scope::Uri(b"/articles/hello/".to_vec())).unwrap();
-        assert_eq!(purged.moved, 1);
+        let purged = purge(&tree, &Scope::Uri(b"/articles/hello/".to_vec()), false).unwrap();
+        assert_eq!(purged.count, 1);
         assert!(!root.0.join("articles/hello/index.html").exists());
         assert!(root.0.join("articles/hello.html").exists());
-        let again = purge(&tree, &Scope::Uri(b"/articles/hello/".to_vec())).unwrap();
-        assert_eq!(again.moved, 0);
+        let again = purge(&tree, &Scope::Uri(b"/articles/hello/".to_vec()), false).unwrap();
+        assert_eq!(again.count, 0);
     }
 
     #[test]
     fn replies() {
+        let done = |count, soft| Purged {
+            count,
+            soft,
+            cleanup: Cleanup::None,
+            warning: None,
+        };
         assert_eq!(
-            reply(&Scope::All, 0, "background"),
-            r#"{"status":"ok","scope":"all","removal":"background"}"#
+            reply(&Scope::All, &done(0, false), "background"),
+            r#"{"status":"ok","scope":"all","mode":"hard","removal":"background"}"#
         );
         assert_eq!(
-            reply(&Scope::Prefix(b"/a\"b/".to_vec()), 3, "background"),
-            r#"{"status":"ok","scope":"prefix","prefix":"/a\"b/","moved":3,"removal":"background"}"#
+            reply(
+                &Scope::Prefix(b"/a\"b/".to_vec()),
+                &done(3, false),
+                "background"
+            ),
+            r#"{"status":"ok","scope":"prefix","mode":"hard","prefix":"/a\"b/","moved":3,"removal":"background"}"#
         );
         assert_eq!(
-            reply(&Scope::Uri(b"/x/".to_vec()), 1, "none"),
-            r#"{"status":"ok","scope":"uri","uri":"/x/","removed":1}"#
+            reply(&Scope::Uri(b"/x/".to_vec()), &done(1, false), "none"),
+            r#"{"status":"ok","scope":"uri","mode":"hard","uri":"/x/","removed":1}"#
+        );
+        assert_eq!(
+            reply(&Scope::Uri(b"/x/".to_vec()), &done(1, true), "background"),
+            r#"{"status":"ok","scope":"uri","mode":"soft","uri":"/x/","stale":1,"removal":"background"}"#
+        );
+    }
+
+    /// Where a location serves the tree stale, purges keep the pages on
+    /// disk, marked; a hard purge removes them at once.
+    #[test]
+    fn soft_purges_mark_and_keep_hard_ones_remove() {
+        use crate::tree::now;
+        let root = Scratch::new("purge-soft");
+        let tree = Tree::open(&root.0).unwrap();
+        tree.state().note_stale_ms(30_000);
+        std::thread::sleep(Duration::from_millis(2));
+        pages(&root.0, SITE);
+        let written = now();
+        let stale = |rel: &str| tree.state().staleness(rel.as_bytes(), written);
+        let purged = purge(&tree, &Scope::Uri(b"/about".to_vec()), false).unwrap();
+        assert!(purged.soft);
+        assert_eq!(purged.count, 1);
+        assert!(
+            root.0.join("about.html").exists(),
+            "kept to be served stale"
+        );
+        assert!(!stale("about.html").unwrap().hard);
+        assert_eq!(stale("index.html"), None);
+        purge(&tree, &Scope::Prefix(b"/articles/hel".to_vec()), false).unwrap();
+        assert!(stale("articles/hello/index.html").is_some());
+        assert!(stale("articles/hello.html").is_some());
+        assert_eq!(stale("articles/world/index.html"), None);
+        assert_eq!(remaining(&root.0).len(), SITE.len());
+        let hard = purge(&tree, &Scope::Prefix(b"/articles/".to_vec()), true).unwrap();
+        assert!(!hard.soft);
+        assert!(stale("articles/world/index.html").unwrap().hard);
+        assert!(!root.0.join("articles").exists(), "moved away at once");
+        // the sweep after the stale time deletes only what is past it
+        remove_stale(&tree);
+        assert!(
+            root.0.join("about.html").exists(),
+            "still within its stale time"
         );
     }
 
@@ -452,8 +597,8 @@ mod tests {
     fn empty_or_missing_tree() {
         let root = Scratch::new("purge-empty");
         let tree = Tree::open(&root.0).unwrap();
-        let purged = purge(&tree, &Scope::Prefix(b"/nothing/".to_vec())).unwrap();
-        assert_eq!(purged.moved, 0);
+        let purged = purge(&tree, &Scope::Prefix(b"/nothing/".to_vec()), false).unwrap();
+        assert_eq!(purged.count, 0);
         assert!(matches!(purged.cleanup, Cleanup::None));
     }
 }

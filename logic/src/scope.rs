@@ -1,6 +1,7 @@
 //! What a purge covers: the whole tree, one page, or every URI under a
 //! prefix, as given to the purge location (`?uri=/articles/hello/`,
-//! `?prefix=/articles/`, nothing for the whole tree).
+//! `?prefix=/articles/`, nothing for the whole tree), and whether it is hard
+//! (`hard=1`: nothing it covers is ever served stale).
 
 use crate::path::{page_file, MAX_NAME_LEN, MAX_URI_LEN, RESERVED_DIR};
 
@@ -26,7 +27,9 @@ pub enum ScopeError {
 impl std::fmt::Display for ScopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            ScopeError::UnknownArgument => "expected no argument, uri=/path or prefix=/path",
+            ScopeError::UnknownArgument => {
+                "expected no argument, uri=/path or prefix=/path, and hard=1 or nothing"
+            }
             ScopeError::InvalidPath => "invalid path",
         })
     }
@@ -34,37 +37,73 @@ impl std::fmt::Display for ScopeError {
 
 impl std::error::Error for ScopeError {}
 
-impl Scope {
+/// A purge request's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeArgs {
+    pub scope: Scope,
+    /// `hard=1`: remove at once, never serve stale.
+    pub hard: bool,
+}
+
+impl PurgeArgs {
     /// Parses the purge request's query string, strictly: nothing at all
-    /// is the whole tree; otherwise exactly one `uri=` or `prefix=` pair.
-    pub fn from_args(args: &[u8]) -> Result<Scope, ScopeError> {
-        if args.is_empty() {
-            return Ok(Scope::All);
-        }
-        let mut pairs = args.split(|&b| b == b'&');
-        let (Some(pair), None) = (pairs.next(), pairs.next()) else {
-            return Err(ScopeError::UnknownArgument);
+    /// (or only `hard=1`) is the whole tree; otherwise exactly one `uri=` or
+    /// `prefix=` pair, and at most one `hard=1`.
+    pub fn parse(args: &[u8]) -> Result<PurgeArgs, ScopeError> {
+        let mut parsed = PurgeArgs {
+            scope: Scope::All,
+            hard: false,
         };
-        let eq = pair
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or(ScopeError::UnknownArgument)?;
-        let value = percent_decode(&pair[eq + 1..]).ok_or(ScopeError::InvalidPath)?;
-        match &pair[..eq] {
-            b"uri" => {
-                page_file(&value).map_err(|_| ScopeError::InvalidPath)?;
-                Ok(Scope::Uri(value))
-            }
-            b"prefix" => {
-                check_prefix(&value)?;
-                Ok(if value == b"/" {
-                    Scope::All
-                } else {
-                    Scope::Prefix(value)
-                })
-            }
-            _ => Err(ScopeError::UnknownArgument),
+        if args.is_empty() {
+            return Ok(parsed);
         }
+        let (mut scope, mut hard) = (None, None);
+        for pair in args.split(|&b| b == b'&') {
+            let eq = pair
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or(ScopeError::UnknownArgument)?;
+            let value = percent_decode(&pair[eq + 1..]).ok_or(ScopeError::InvalidPath)?;
+            let slot = match &pair[..eq] {
+                b"uri" | b"prefix" => &mut scope,
+                b"hard" => &mut hard,
+                _ => return Err(ScopeError::UnknownArgument),
+            };
+            if slot.replace((pair[..eq].to_vec(), value)).is_some() {
+                return Err(ScopeError::UnknownArgument);
+            }
+        }
+        if let Some((_, value)) = hard {
+            parsed.hard = match value.as_slice() {
+                b"1" => true,
+                b"0" => false,
+                _ => return Err(ScopeError::UnknownArgument),
+            };
+        }
+        if let Some((name, value)) = scope {
+            parsed.scope = Scope::from_pair(&name, value)?;
+        }
+        Ok(parsed)
+    }
+}
+
+impl Scope {
+    /// The scope of a purge request's query string (see [`PurgeArgs`]).
+    pub fn from_args(args: &[u8]) -> Result<Scope, ScopeError> {
+        PurgeArgs::parse(args).map(|args| args.scope)
+    }
+
+    fn from_pair(name: &[u8], value: Vec<u8>) -> Result<Scope, ScopeError> {
+        if name == b"uri" {
+            page_file(&value).map_err(|_| ScopeError::InvalidPath)?;
+            return Ok(Scope::Uri(value));
+        }
+        check_prefix(&value)?;
+        Ok(if value == b"/" {
+            Scope::All
+        } else {
+            Scope::Prefix(value)
+        })
     }
 
     /// True when a page for `uri` is removed by this purge.
@@ -105,8 +144,11 @@ fn check_prefix(prefix: &[u8]) -> Result<(), ScopeError> {
     let mut segments = rest.split(|&b| b == b'/').enumerate().peekable();
     while let Some((index, segment)) = segments.next() {
         let complete = segments.peek().is_some();
+        // a directory of pages is never named `*.html` (page_file refuses
+        // such URIs): `/a.html/` would name the page file of `/a`
         let bad = segment.len() > MAX_NAME_LEN
             || complete && matches!(segment, b"" | b"." | b"..")
+            || complete && segment.ends_with(b".html")
             || complete && index == 0 && segment == RESERVED_DIR.as_bytes();
         if bad {
             return Err(ScopeError::InvalidPath);
@@ -115,18 +157,28 @@ fn check_prefix(prefix: &[u8]) -> Result<(), ScopeError> {
     Ok(())
 }
 
-/// Decodes `%XX` escapes; `None` for a malformed escape.
+/// Decodes a query value: `%XX` escapes (two hex digits) and `+` for a
+/// space, as HTML forms and Python's `urlencode` write them; `None` for a
+/// malformed escape.
 fn percent_decode(value: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
     while i < value.len() {
-        if value[i] == b'%' {
-            let hex = std::str::from_utf8(value.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(value[i]);
-            i += 1;
+        match value[i] {
+            b'%' => {
+                let pair = value.get(i + 1..i + 3)?;
+                out.push(hex(pair[0])? * 16 + hex(pair[1])?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
         }
     }
     Some(out)
@@ -189,6 +241,10 @@ mod tests {
             "prefix=/.static_gen/tmp/".into(),
             "prefix=%2F.static_gen%2Fstate".into(),
             "uri=/.static_gen/state".into(),
+            "prefix=/a.html/".into(),
+            "prefix=/index.html/".into(),
+            "prefix=/a.html/x/".into(),
+            "uri=/a%+9".into(),
         ] {
             assert_eq!(scope(&bad), Err(ScopeError::InvalidPath), "{bad}");
         }
@@ -197,6 +253,37 @@ mod tests {
             Ok(Scope::Prefix(b"/.static".to_vec())),
             "a prefix of pages' names; the purge skips the reserved directory"
         );
+    }
+
+    /// Finding of the property tests: `django_purge.py` encodes with
+    /// `urlencode`, which writes a space as `+`.
+    #[test]
+    fn a_plus_is_a_space() {
+        assert_eq!(scope("uri=%2Fa+b%2F"), Ok(Scope::Uri(b"/a b/".to_vec())));
+        assert_eq!(scope("uri=/a%2Bb"), Ok(Scope::Uri(b"/a+b".to_vec())));
+    }
+
+    #[test]
+    fn hard_purges() {
+        let args = |a: &str| PurgeArgs::parse(a.as_bytes());
+        assert_eq!(
+            args("uri=/a/&hard=1"),
+            Ok(PurgeArgs {
+                scope: Scope::Uri(b"/a/".to_vec()),
+                hard: true
+            })
+        );
+        assert_eq!(
+            args("hard=1"),
+            Ok(PurgeArgs {
+                scope: Scope::All,
+                hard: true
+            })
+        );
+        assert!(!args("hard=0&prefix=/a/").unwrap().hard);
+        for bad in ["hard=yes", "hard=1&hard=1", "hard", "hard=1&", "hard=1&x=2"] {
+            assert_eq!(args(bad), Err(ScopeError::UnknownArgument), "{bad}");
+        }
     }
 
     #[test]

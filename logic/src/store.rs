@@ -463,7 +463,7 @@ mod tests {
             let mark = journal::mark(&tree).unwrap();
             let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
             writer.write(b"fetched before the purge").unwrap();
-            purge(&tree, &scope).unwrap();
+            purge(&tree, &scope, false).unwrap();
             assert_eq!(
                 writer
                     .commit_unless_purged(&tree, b"a/index.html", mark, b"/a/")
@@ -484,7 +484,7 @@ mod tests {
             // a whole-tree purge's new epoch (without its other file
             // changes, which can make the kernel hand out precise file
             // times for a while)
-            tree.state().advance_epoch().unwrap();
+            tree.state().advance_epoch(false).unwrap();
             let mark = journal::mark(&tree).unwrap();
             let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
             writer.write(b"fetched after the purge").unwrap();
@@ -504,14 +504,14 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let root = Scratch::new("store-sweep");
         let tree = tree(&root);
-        let epoch = tree.state().advance_epoch().unwrap();
+        tree.state().advance_epoch(false).unwrap();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let sweeper = {
             let (stop, path) = (stop.clone(), root.0.clone());
             std::thread::spawn(move || {
                 let tree = Tree::open(&path).unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    crate::sweep::remove_stale(tree.dir(), epoch);
+                    crate::sweep::remove_stale(&tree);
                 }
             })
         };

@@ -1,8 +1,8 @@
 //! Deleting what purges leave, in the background: pages made stale by a
-//! whole-tree purge, entries a partial purge moved into the trash, and what
-//! a crash left behind. Stale and trashed pages are never served, so only
-//! the disk space waits; the deletion runs at idle priority and paced, so
-//! requests keep their speed meanwhile.
+//! purge once they may no longer be served stale, entries a hard prefix
+//! purge moved into the trash, and what a crash left behind. Such pages
+//! are never served as fresh, so only the disk space waits; the deletion
+//! runs at idle priority and paced, so requests keep their speed meanwhile.
 //!
 //! The walk goes by directory descriptors and never follows a symbolic link:
 //! a link inside the tree is removed, never what it points to.
@@ -11,8 +11,9 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{
     flock, openat, statat, unlinkat, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, Stat,
@@ -20,7 +21,7 @@ use rustix::fs::{
 
 use crate::page::MAGIC;
 use crate::path::RESERVED_DIR;
-use crate::tree::{is_stale, FileTime, Tree, LOCK_FILE};
+use crate::tree::{now, FileTime, SharedState, Tree, LOCK_FILE};
 
 /// Deletion left for after a purge's reply.
 #[derive(Debug)]
@@ -31,10 +32,11 @@ pub enum Cleanup {
         parent: OwnedFd,
         name: OsString,
     },
-    /// Every page under `root` last written no later than `epoch`.
+    /// Pages of the tree under `root` that purges made stale, to delete
+    /// `after` (their longest stale time) from now.
     Stale {
-        root: OwnedFd,
-        epoch: FileTime,
+        root: PathBuf,
+        after: Duration,
     },
 }
 
@@ -48,28 +50,103 @@ pub fn clean_up_in_background(cleanup: Cleanup) -> io::Result<bool> {
             remove_trash(parent.as_fd(), &name)
         })
         .map(|()| true),
-        Cleanup::Stale { root, epoch } => spawn_quiet("static_gen purge", move || {
-            remove_stale(root.as_fd(), epoch)
-        })
-        .map(|()| true),
+        Cleanup::Stale { root, after } => schedule_sweep(root, after).map(|()| true),
     }
 }
 
-/// Deletes the pages written no later than `epoch`, and directories left
-/// empty, everywhere under `root` but the reserved directory. Files that
-/// are not pages of the module (put there by hand) stay.
-pub fn remove_stale(root: BorrowedFd, epoch: FileTime) {
-    let stale = |dir: BorrowedFd, name: &OsStr, stat: &Stat| {
-        is_stale(FileTime::of_stat(stat), Some(epoch)) && is_page(dir, name)
+/// Sweeps planned by this process: (root, when), and the thread that runs
+/// them, one for all trees, started with the first.
+struct Sweeps {
+    due: Mutex<Vec<(PathBuf, Instant)>>,
+    wake: Condvar,
+}
+
+fn sweeps() -> &'static Sweeps {
+    static SWEEPS: OnceLock<Sweeps> = OnceLock::new();
+    SWEEPS.get_or_init(|| Sweeps {
+        due: Mutex::new(Vec::new()),
+        wake: Condvar::new(),
+    })
+}
+
+/// Plans a sweep of `root` `after` from now. Sweeps due within a second of
+/// each other are one.
+fn schedule_sweep(root: PathBuf, after: Duration) -> io::Result<()> {
+    static THREAD: OnceLock<io::Result<()>> = OnceLock::new();
+    let started = THREAD.get_or_init(|| spawn_quiet("static_gen sweep", run_sweeps));
+    if let Err(e) = started {
+        return Err(io::Error::new(e.kind(), e.to_string()));
+    }
+    let when = Instant::now() + after;
+    let sweeps = sweeps();
+    let mut due = sweeps.due.lock().unwrap_or_else(|e| e.into_inner());
+    let close = |(r, w): &(PathBuf, Instant)| {
+        *r == root
+            && w.saturating_duration_since(when) + when.saturating_duration_since(*w)
+                < Duration::from_secs(1)
+    };
+    if !due.iter().any(close) {
+        due.push((root, when));
+        sweeps.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// The sweeping thread: waits for the next sweep that is due, runs it.
+fn run_sweeps() {
+    let sweeps = sweeps();
+    loop {
+        let root = {
+            let mut due = sweeps.due.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let next = due.iter().enumerate().min_by_key(|(_, (_, when))| *when);
+                match next.map(|(i, (_, when))| (i, *when)) {
+                    Some((i, when)) if when <= Instant::now() => break due.swap_remove(i).0,
+                    Some((_, when)) => {
+                        let wait = when.saturating_duration_since(Instant::now());
+                        due = sweeps
+                            .wake
+                            .wait_timeout(due, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    None => due = sweeps.wake.wait(due).unwrap_or_else(|e| e.into_inner()),
+                }
+            }
+        };
+        if let Some(tree) = Tree::open_existing(&root) {
+            remove_stale(&tree);
+        }
+    }
+}
+
+/// Deletes the pages of `tree` that purges made stale and that may no
+/// longer be served stale, and directories left empty, everywhere but the
+/// reserved directory. Files that are not pages of the module (put there by
+/// hand) stay.
+pub fn remove_stale(tree: &Tree) {
+    let state = tree.state();
+    let stale = |dir: BorrowedFd, rel: &[u8], stat: &Stat| {
+        past_stale(state, rel, FileTime::of_stat(stat)) && is_page(dir, rel)
     };
     // directories are removed under the tree lock, which an install holds
     // from creating a page's directory to renaming the page into it
-    let lock = open_tree_lock(root);
+    let lock = open_tree_lock(tree.dir());
     let mut pace = Pace {
         lock: lock.as_ref(),
         ..Pace::default()
     };
-    remove_under(root, &stale, true, &mut pace);
+    remove_under(tree.dir(), &mut Vec::new(), &stale, true, &mut pace);
+}
+
+/// True for a page a purge made stale whose stale time is over (or that a
+/// hard purge covered).
+fn past_stale(state: &SharedState, rel: &[u8], written: FileTime) -> bool {
+    let Some(staleness) = state.staleness(rel, written) else {
+        return false;
+    };
+    let window = state.max_stale_ms() * 1_000_000;
+    staleness.hard || staleness.since.as_nanos() + window <= now().as_nanos()
 }
 
 /// The tree lock file, for the stale-page deletion (no lock file: nothing
@@ -80,10 +157,12 @@ fn open_tree_lock(root: BorrowedFd) -> Option<OwnedFd> {
     openat(&reserved, LOCK_FILE, flags, Mode::empty()).ok()
 }
 
-/// True for a file that starts as the module's pages do.
-fn is_page(dir: BorrowedFd, name: &OsStr) -> bool {
+/// True for a file (`rel`'s last name, in `dir`) that starts as the
+/// module's pages do.
+fn is_page(dir: BorrowedFd, rel: &[u8]) -> bool {
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let Ok(file) = openat(dir, name, flags, Mode::empty()) else {
+    let Ok(file) = openat(dir, OsStr::from_bytes(name), flags, Mode::empty()) else {
         return false;
     };
     let mut start = [0u8; MAGIC.len()];
@@ -93,7 +172,14 @@ fn is_page(dir: BorrowedFd, name: &OsStr) -> bool {
 /// Deletes the directory `name` in `parent` and everything in it.
 fn remove_trash(parent: BorrowedFd, name: &OsStr) {
     if let Ok(dir) = open_subdir(parent, name) {
-        remove_under(dir.as_fd(), &|_, _, _| true, false, &mut Pace::default());
+        let all = |_: BorrowedFd, _: &[u8], _: &Stat| true;
+        remove_under(
+            dir.as_fd(),
+            &mut Vec::new(),
+            &all,
+            false,
+            &mut Pace::default(),
+        );
     }
     let _ = unlinkat(parent, name, AtFlags::REMOVEDIR);
 }
@@ -118,12 +204,20 @@ fn entries(dir: BorrowedFd) -> Vec<(OsString, FileType)> {
         .collect()
 }
 
-/// Selects the files to delete: their directory, name and status.
-type Doomed<'a> = dyn Fn(BorrowedFd, &OsStr, &Stat) -> bool + 'a;
+/// Selects the files to delete: their directory, path from where the
+/// walk started, and status.
+type Doomed<'a> = dyn Fn(BorrowedFd, &[u8], &Stat) -> bool + 'a;
 
-/// Deletes the files under `dir` that `doomed` selects, and the directories
-/// left empty (skipping the reserved directory when `dir` is a root).
-fn remove_under(dir: BorrowedFd, doomed: &Doomed<'_>, is_root: bool, pace: &mut Pace) {
+/// Deletes the files under `dir` (at `rel` from where the walk started)
+/// that `doomed` selects, and the directories left empty (skipping the
+/// reserved directory when `dir` is a root).
+fn remove_under(
+    dir: BorrowedFd,
+    rel: &mut Vec<u8>,
+    doomed: &Doomed<'_>,
+    is_root: bool,
+    pace: &mut Pace,
+) {
     for (name, kind) in entries(dir) {
         if is_root && name == RESERVED_DIR {
             continue;
@@ -135,19 +229,29 @@ fn remove_under(dir: BorrowedFd, doomed: &Doomed<'_>, is_root: bool, pace: &mut 
             },
             kind => kind,
         };
+        let len = rel.len();
+        rel.extend_from_slice(name.as_bytes());
         if kind == FileType::Directory {
+            rel.push(b'/');
             if let Ok(child) = open_subdir(dir, &name) {
-                remove_under(child.as_fd(), doomed, false, pace);
+                remove_under(child.as_fd(), rel, doomed, false, pace);
             }
             // fails, as it should, when new pages arrived meanwhile
             pace.remove_dir(dir, &name);
             pace.step();
-        } else if statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|s| doomed(dir, &name, &s))
-        {
-            let _ = unlinkat(dir, &name, AtFlags::empty());
-            pace.step();
+        } else {
+            // checked and removed under the tree lock: an install renames a
+            // new page over this name under it
+            let removed = pace.locked(|| {
+                let doomed = statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|s| doomed(dir, rel, &s));
+                doomed && unlinkat(dir, &name, AtFlags::empty()).is_ok()
+            });
+            if removed {
+                pace.step();
+            }
         }
+        rel.truncate(len);
     }
 }
 
@@ -158,7 +262,7 @@ fn remove_under(dir: BorrowedFd, doomed: &Doomed<'_>, is_root: bool, pace: &mut 
 #[derive(Default)]
 struct Pace<'a> {
     removed: u32,
-    /// The tree lock, taken exclusively to remove a directory.
+    /// The tree lock, taken exclusively to remove a page or a directory.
     lock: Option<&'a OwnedFd>,
 }
 
@@ -167,13 +271,19 @@ impl Pace<'_> {
     const PAUSE: Duration = Duration::from_millis(1);
 
     fn remove_dir(&self, dir: BorrowedFd, name: &OsStr) {
+        self.locked(|| unlinkat(dir, name, AtFlags::REMOVEDIR).is_ok());
+    }
+
+    /// Runs `f` holding the tree lock exclusively, when there is one.
+    fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
         let locked = self
             .lock
             .is_some_and(|lock| flock(lock, FlockOperation::LockExclusive).is_ok());
-        let _ = unlinkat(dir, name, AtFlags::REMOVEDIR);
+        let result = f();
         if locked {
             let _ = self.lock.map(|lock| flock(lock, FlockOperation::Unlock));
         }
+        result
     }
 
     fn step(&mut self) {
@@ -187,13 +297,11 @@ impl Pace<'_> {
 /// Deletes what a crash may have left under `root`: purged entries not yet
 /// deleted, stale pages, and temporary files of processes that no longer
 /// run. A root that does not exist is left alone.
-pub fn clean_leftovers(root: &std::path::Path) {
+pub fn clean_leftovers(root: &Path) {
     let Some(tree) = Tree::open_existing(root) else {
         return;
     };
-    if let Some(epoch) = tree.state().epoch() {
-        remove_stale(tree.dir(), epoch);
-    }
+    remove_stale(&tree);
     if let Some(trash) = tree.trash_dir() {
         for (name, _) in entries(trash.as_fd()) {
             remove_trash(trash.as_fd(), &name);
@@ -353,8 +461,8 @@ pub(crate) mod tests {
             b"static_gen 1\ncontent-type: x\nuri: /page\n\n",
         )
         .unwrap();
-        tree.state().advance_epoch().unwrap();
-        remove_stale(tree.dir(), tree.state().epoch().unwrap());
+        tree.state().advance_epoch(false).unwrap();
+        remove_stale(&tree);
         assert!(root.0.join("hand/index.html").exists());
         assert!(!root.0.join("page.html").exists());
     }
@@ -370,7 +478,7 @@ pub(crate) mod tests {
         );
         fs::create_dir_all(root.0.join("stale")).unwrap();
         fs::write(root.0.join("stale/index.html"), crate::page::MAGIC).unwrap();
-        tree.state().advance_epoch().unwrap();
+        tree.state().advance_epoch(false).unwrap();
         let mine = reserved.join(format!("tmp/{}.7", std::process::id()));
         fs::write(&mine, b"in progress").unwrap();
         clean_leftovers(&root.0);

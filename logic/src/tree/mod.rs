@@ -9,6 +9,8 @@
 //! links, so nothing outside the root is ever read or written.
 
 pub mod fs;
+mod locks;
+mod marks;
 mod state;
 
 use std::ffi::{OsStr, OsString};
@@ -22,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{flock, mkdirat, openat, stat, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
+pub use locks::{Holder, Lock};
+pub use marks::{path_key, Staleness};
 pub use state::{SharedState, STATE_FILE, STATE_SIZE};
 
 use crate::path::RESERVED_DIR;

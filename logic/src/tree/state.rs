@@ -23,17 +23,20 @@ use rustix::fs::{
 use rustix::io::{pwrite, Errno};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
+use super::locks::{LockSlot, LOCK_SLOTS};
+use super::marks::PurgeMarks;
 use super::{now, unique_name, FileTime};
 
 /// The file's name in the reserved directory.
 pub const STATE_FILE: &str = "state";
-/// The file's size: one page, with room for what later versions keep.
-pub const STATE_SIZE: usize = 4096;
-const MAGIC: [u8; 16] = *b"static_gen tree1";
+/// The file's size: the header page, the lock table and the purge marks.
+pub const STATE_SIZE: usize = std::mem::size_of::<StateData>();
+const MAGIC: [u8; 16] = *b"static_gen tree2";
+const HEADER_SIZE: usize = 4096;
 
-/// The layout of the mapped file.
+/// The first page of the file.
 #[repr(C)]
-struct StateData {
+pub(super) struct Header {
     magic: [u8; 16],
     tree_id: AtomicU64,
     /// Nanoseconds since 1970 of the last whole-tree purge.
@@ -42,9 +45,24 @@ struct StateData {
     journal_generation: AtomicU64,
     /// Non-zero once the file is no longer the tree's.
     retired: AtomicU64,
+    /// The last whole-tree purge that allowed no stale serving.
+    hard_epoch: AtomicU64,
+    /// The longest `static_gen_stale` of the locations serving the tree, in
+    /// milliseconds: how long purged pages must stay on disk.
+    max_stale_ms: AtomicU64,
+    _room: [u8; HEADER_SIZE - 16 - 6 * 8],
 }
 
-const _: () = assert!(std::mem::size_of::<StateData>() <= STATE_SIZE);
+/// The layout of the mapped file.
+#[repr(C)]
+pub(super) struct StateData {
+    pub(super) header: Header,
+    pub(super) locks: [LockSlot; LOCK_SLOTS],
+    pub(super) marks: PurgeMarks,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(STATE_SIZE % 4096 == 0);
 
 /// A tree's state file, mapped.
 #[derive(Debug)]
@@ -96,7 +114,7 @@ impl SharedState {
             return Err(io::Error::from(io::ErrorKind::InvalidData));
         }
         let state = SharedState::map(&file, writable, stat.st_dev, stat.st_ino)?;
-        if state.data().magic != MAGIC {
+        if state.header().magic != MAGIC {
             return Err(io::Error::from(io::ErrorKind::InvalidData));
         }
         Ok(state)
@@ -129,10 +147,14 @@ impl SharedState {
         })
     }
 
-    fn data(&self) -> &StateData {
+    pub(super) fn data(&self) -> &StateData {
         // SAFETY: a live, page-aligned mapping of STATE_SIZE bytes; every
         // field that changes is atomic.
         unsafe { &*self.data }
+    }
+
+    fn header(&self) -> &Header {
+        &self.data().header
     }
 
     /// The file's (device, inode), to tell whether the path still names it.
@@ -142,7 +164,7 @@ impl SharedState {
 
     /// The tree's identity, fixed when the file was created.
     pub fn tree_id(&self) -> u64 {
-        self.data().tree_id.load(Ordering::Relaxed)
+        self.header().tree_id.load(Ordering::Relaxed)
     }
 
     pub fn writable(&self) -> bool {
@@ -151,33 +173,49 @@ impl SharedState {
 
     /// The last whole-tree purge, if any.
     pub fn epoch(&self) -> Option<FileTime> {
-        let nanos = self.data().epoch.load(Ordering::Acquire);
+        let nanos = self.header().epoch.load(Ordering::Acquire);
         (nanos != 0).then(|| FileTime::from_nanos(nanos))
     }
 
     /// Records a whole-tree purge now. The epoch only ever grows, even if
-    /// the clock steps back, so it names one purge.
-    pub fn advance_epoch(&self) -> io::Result<FileTime> {
+    /// the clock steps back, so it names one purge. A hard purge also
+    /// forbids serving any page from before it stale.
+    pub fn advance_epoch(&self, hard: bool) -> io::Result<FileTime> {
         self.check_writable()?;
-        let epoch = &self.data().epoch;
-        let mut old = epoch.load(Ordering::Acquire);
-        loop {
-            let new = now().as_nanos().max(old + 1);
-            match epoch.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(FileTime::from_nanos(new)),
-                Err(current) => old = current,
-            }
+        let epoch = advance(&self.header().epoch);
+        if hard {
+            self.header().hard_epoch.fetch_max(epoch, Ordering::AcqRel);
+        }
+        Ok(FileTime::from_nanos(epoch))
+    }
+
+    /// The last whole-tree purge that forbade stale serving, if any.
+    pub fn hard_epoch(&self) -> Option<FileTime> {
+        let nanos = self.header().hard_epoch.load(Ordering::Acquire);
+        (nanos != 0).then(|| FileTime::from_nanos(nanos))
+    }
+
+    /// Notes that a location serves this tree stale for up to `ms`
+    /// milliseconds after a purge: purged pages stay on disk that long.
+    pub fn note_stale_ms(&self, ms: u64) {
+        if self.writable {
+            self.header().max_stale_ms.fetch_max(ms, Ordering::AcqRel);
         }
     }
 
+    /// How long purged pages must stay on disk, in milliseconds.
+    pub fn max_stale_ms(&self) -> u64 {
+        self.header().max_stale_ms.load(Ordering::Acquire)
+    }
+
     pub fn journal_generation(&self) -> u64 {
-        self.data().journal_generation.load(Ordering::Acquire)
+        self.header().journal_generation.load(Ordering::Acquire)
     }
 
     /// Marks every note of the journal taken before now as outdated.
     pub fn bump_journal_generation(&self) -> io::Result<()> {
         self.check_writable()?;
-        self.data()
+        self.header()
             .journal_generation
             .fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -185,22 +223,35 @@ impl SharedState {
 
     /// True once some process found that this file is no longer the tree's.
     pub fn retired(&self) -> bool {
-        self.data().retired.load(Ordering::Acquire) != 0
+        self.header().retired.load(Ordering::Acquire) != 0
     }
 
     /// Tells every process that maps this file to look for the tree's new
     /// one.
     pub fn retire(&self) {
         if self.writable {
-            self.data().retired.store(1, Ordering::Release);
+            self.header().retired.store(1, Ordering::Release);
         }
     }
 
-    fn check_writable(&self) -> io::Result<()> {
+    pub(super) fn check_writable(&self) -> io::Result<()> {
         if self.writable {
             Ok(())
         } else {
             Err(io::Error::from(io::ErrorKind::ReadOnlyFilesystem))
+        }
+    }
+}
+
+/// Moves a time in nanoseconds to now, or just after its value if the
+/// clock is behind it; returns the new value.
+pub(super) fn advance(time: &AtomicU64) -> u64 {
+    let mut old = time.load(Ordering::Acquire);
+    loop {
+        let new = now().as_nanos().max(old + 1);
+        match time.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return new,
+            Err(current) => old = current,
         }
     }
 }
@@ -254,6 +305,7 @@ fn write_initial(file: &OwnedFd) -> io::Result<()> {
         Ok(()) | Err(Errno::OPNOTSUPP) => {}
         Err(e) => return Err(e.into()),
     }
+    // locks free, no purge marks: zeros
     let mut page = vec![0u8; STATE_SIZE];
     page[..16].copy_from_slice(&MAGIC);
     let mut id = [0u8; 8];
@@ -304,7 +356,7 @@ mod tests {
         let worker_a = SharedState::open(dir.as_fd()).unwrap();
         let worker_b = SharedState::open(dir.as_fd()).unwrap();
         assert_eq!(worker_a.tree_id(), worker_b.tree_id());
-        let at = worker_a.advance_epoch().unwrap();
+        let at = worker_a.advance_epoch(false).unwrap();
         assert_eq!(worker_b.epoch(), Some(at));
         drop(worker_b);
         let again = SharedState::open(dir.as_fd()).unwrap();
@@ -316,8 +368,8 @@ mod tests {
         let scratch = Scratch::new("state-grow");
         let state = SharedState::open(reserved(&scratch).as_fd()).unwrap();
         let far = now().as_nanos() + 3600 * NANOS;
-        state.data().epoch.store(far, Ordering::Release);
-        let next = state.advance_epoch().unwrap();
+        state.header().epoch.store(far, Ordering::Release);
+        let next = state.advance_epoch(false).unwrap();
         assert_eq!(
             next.as_nanos(),
             far + 1,

@@ -95,8 +95,10 @@ pub fn nginx_uri(raw: &[u8]) -> Option<Vec<u8>> {
 
 /// Bytes whose escape changes what a path means to some reader: RFC 3986
 /// delimiters, `.` (`%2e%2e` is `..` to many), and controls.
-fn escape_changes_meaning(b: u8) -> bool {
-    is_control(b) || b".:/?#[]@!$&'()*+,;=".contains(&b)
+/// True for bytes a normal-form path never escapes (unreserved) or whose
+/// escape may mean something else to an upstream (reserved, controls).
+fn escape_not_normal(b: u8) -> bool {
+    is_control(b) || b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b)
 }
 
 /// Property 2: a page file is a plain relative path under the root, outside
@@ -173,8 +175,9 @@ pub fn check_mapping(uris: &[Vec<u8>]) {
 }
 
 /// Property 6: `check_canonical` accepts a raw path only when decoding it
-/// gives exactly the URI, and only through escapes that mean the same
-/// escaped or not.
+/// gives exactly the URI, and only in its RFC 3986 normal form: escapes of
+/// bytes that must be escaped (never of unreserved or reserved ones), with
+/// uppercase hex digits, and valid UTF-8.
 pub fn check_canonical_sound(raw: &[u8], uri: &[u8]) {
     if check_canonical(raw, uri).is_err() {
         return;
@@ -185,12 +188,17 @@ pub fn check_canonical_sound(raw: &[u8], uri: &[u8]) {
         "accepted raw {} does not decode to the uri",
         show(raw)
     );
+    assert!(
+        std::str::from_utf8(uri).is_ok(),
+        "{} is not UTF-8",
+        show(uri)
+    );
     let mut i = 0;
     while let Some(at) = raw[i..].iter().position(|&b| b == b'%') {
         let escape = &raw[i + at..i + at + 3];
         let byte = percent_decode(escape).unwrap()[0];
         assert!(
-            !escape_changes_meaning(byte),
+            !escape_not_normal(byte) && !escape.iter().any(u8::is_ascii_lowercase),
             "raw {} accepted with escape {}",
             show(raw),
             show(escape)
@@ -330,17 +338,18 @@ pub fn encode_all(path: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Percent-encodes only what an argument value must not hold plainly.
+/// Percent-encodes only what an argument value must not hold plainly
+/// (`+` stands for a space in a query value).
 pub fn encode_delimiters(path: &[u8]) -> Vec<u8> {
     path.iter()
         .flat_map(|&b| match b {
-            b'&' | b'%' => format!("%{b:02X}").into_bytes(),
+            b'&' | b'%' | b'+' => format!("%{b:02X}").into_bytes(),
             _ => vec![b],
         })
         .collect()
 }
 
-/// Property 3, pending: no purge reaches into the module's own directory
+/// Property 3: no purge reaches into the module's own directory
 /// (`prefix=/.static_gen/` would move its journal and temporary files).
 pub fn check_scope_not_reserved(scope: &Scope) {
     if let Some(path) = scope.path() {

@@ -1,0 +1,413 @@
+//! A purge on a busy site must not reach the application as a stampede
+//! (issue 12): with `static_gen_lock on`, one request in any worker
+//! regenerates a missing page and the others wait for it, woken the moment
+//! it is installed; with `static_gen_stale`, the others are served the
+//! stale page at once, also while the application fails; `hard=1` purges
+//! serve nothing stale.
+mod common;
+
+use std::fs;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONF: &str = r#"
+    server {
+        listen 127.0.0.1:{{port}};
+        server_name localhost;
+        static_gen_root {{tmp}}/gen;
+        location / {
+            static_gen on;
+            static_gen_lock {{lock}};
+            static_gen_lock_timeout {{timeout}};
+            static_gen_stale {{stale}};
+            add_header X-Static-Gen $static_gen_status always;
+            proxy_read_timeout 30s;
+            proxy_pass http://127.0.0.1:{{up}};
+        }
+        location = /_static_gen/purge {
+            allow 127.0.0.1;
+            deny all;
+            static_gen_purge;
+        }
+    }
+"#;
+
+/// The application: every render numbered, `delay` long, failing with a
+/// 500 while `failing` says so.
+struct App {
+    upstream: Upstream,
+    renders: Arc<AtomicUsize>,
+    failing: Arc<AtomicUsize>,
+}
+
+impl App {
+    fn start(delay: Duration) -> App {
+        let renders = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicUsize::new(0));
+        let (r, f) = (renders.clone(), failing.clone());
+        let upstream = Upstream::start(move |req| {
+            let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+            let plan = Plan::new().sleep(delay);
+            if f.load(Ordering::SeqCst) > 0 {
+                return plan.write(http_response(
+                    500,
+                    &[("Content-Type", "text/html")],
+                    b"down",
+                ));
+            }
+            let body = format!("{} render={n:06}", req.path);
+            plan.write(http_response(
+                200,
+                &[("Content-Type", "text/html")],
+                body.as_bytes(),
+            ))
+        });
+        App {
+            upstream,
+            renders,
+            failing,
+        }
+    }
+
+    fn renders(&self) -> usize {
+        self.renders.load(Ordering::SeqCst)
+    }
+}
+
+fn nginx(app: &App, lock: &str, timeout: &str, stale: &str) -> Nginx {
+    Nginx::new(CONF)
+        .var("up", app.upstream.port())
+        .var("lock", lock)
+        .var("timeout", timeout)
+        .var("stale", stale)
+}
+
+fn render(r: &Response) -> usize {
+    r.text()
+        .rsplit("render=")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a render: {r}"))
+}
+
+/// `n` clients request `path` at the same moment; their responses and
+/// when each arrived.
+fn burst(port: u16, path: &str, n: usize) -> Vec<(Response, Instant)> {
+    let barrier = Arc::new(Barrier::new(n));
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let (barrier, path) = (barrier.clone(), path.to_string());
+            thread::spawn(move || {
+                barrier.wait();
+                let r = get(port, &path);
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
+fn statuses(responses: &[(Response, Instant)]) -> Vec<String> {
+    let mut s: Vec<String> = responses
+        .iter()
+        .map(|(r, _)| r.sg_status().to_string())
+        .collect();
+    s.sort();
+    s
+}
+
+fn purge(port: u16, query: &str) -> Response {
+    let r = post(port, &format!("/_static_gen/purge{query}"), b"");
+    assert_eq!(r.status, 200, "{r}");
+    r
+}
+
+#[test]
+fn concurrent_misses_reach_the_application_once() {
+    let app = App::start(Duration::from_millis(300));
+    let nginx = nginx(&app, "on", "10s", "0").workers(4).start();
+    let started = Instant::now();
+    let responses = burst(nginx.port(), "/p/", 24);
+    assert_eq!(app.renders(), 1, "{:?}", statuses(&responses));
+    let mut bodies: Vec<&[u8]> = responses.iter().map(|(r, _)| r.body.as_slice()).collect();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "different bodies served");
+    let st = statuses(&responses);
+    assert_eq!(st.iter().filter(|s| *s == "MISS").count(), 1, "{st:?}");
+    assert_eq!(st.iter().filter(|s| *s == "HIT").count(), 23, "{st:?}");
+    // woken when the page was installed, not on a polling step
+    let holder_done = responses
+        .iter()
+        .filter(|(r, _)| r.sg_status() == "MISS")
+        .map(|(_, at)| *at)
+        .next()
+        .unwrap();
+    let last = responses.iter().map(|(_, at)| *at).max().unwrap();
+    let delay = last.saturating_duration_since(holder_done);
+    eprintln!(
+        "waiters answered {:?} after the holder's response ({:?} after the start)",
+        delay,
+        last - started
+    );
+    assert!(
+        delay < Duration::from_millis(80),
+        "waiters woke {delay:?} late"
+    );
+}
+
+#[test]
+fn without_the_lock_every_miss_goes_upstream() {
+    let app = App::start(Duration::from_millis(200));
+    let nginx = nginx(&app, "off", "5s", "0").workers(2).start();
+    burst(nginx.port(), "/p/", 8);
+    assert!(app.renders() > 1, "misses were coalesced without the lock");
+}
+
+#[test]
+fn the_next_waiter_takes_over_when_the_holder_fails() {
+    let app = App::start(Duration::from_millis(300));
+    let nginx = nginx(&app, "on", "10s", "0").workers(2).start();
+    let port = nginx.port();
+    // the first render fails (500): not stored, the next waiter goes
+    app.failing.store(1, Ordering::SeqCst);
+    let holder = thread::spawn(move || get(port, "/f/"));
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let waiters = thread::spawn(move || burst(port, "/f/", 6));
+    thread::sleep(Duration::from_millis(100));
+    app.failing.store(0, Ordering::SeqCst);
+    assert_eq!(holder.join().unwrap().status, 500);
+    let waiters = waiters.join().unwrap();
+    let took = started.elapsed();
+    assert!(
+        waiters.iter().all(|(r, _)| r.status == 200),
+        "{:?}",
+        statuses(&waiters)
+    );
+    assert_eq!(app.renders(), 2, "one failed render, one that stored");
+    assert!(
+        took < Duration::from_secs(2),
+        "took over after {took:?}, not at once"
+    );
+}
+
+#[test]
+fn the_next_waiter_takes_over_when_the_holder_client_goes_away() {
+    let app = App::start(Duration::from_millis(400));
+    let nginx = nginx(&app, "on", "10s", "0").workers(2).start();
+    let port = nginx.port();
+    let mut holder = Conn::open(port).unwrap();
+    holder.send(&build_request("GET", "/c/", &[], b"")).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let waiters = thread::spawn(move || burst(port, "/c/", 4));
+    thread::sleep(Duration::from_millis(100));
+    drop(holder);
+    let waiters = waiters.join().unwrap();
+    assert!(
+        waiters.iter().all(|(r, _)| r.status == 200),
+        "{:?}",
+        statuses(&waiters)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(app.renders() <= 2, "{} renders", app.renders());
+}
+
+/// The pid of the worker that has a connection to `upstream_port` open.
+fn worker_talking_to(nginx: &NginxHandle, upstream_port: u16) -> Option<u32> {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let remote = f.get(2)?;
+            let port = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
+            (port == upstream_port).then(|| f.get(9).map(|i| i.to_string()))?
+        })
+        .collect();
+    nginx.worker_pids().into_iter().find(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                fs::read_link(e.path()).is_ok_and(|l| {
+                    let l = l.to_string_lossy();
+                    inodes.iter().any(|i| l == format!("socket:[{i}]"))
+                })
+            })
+        })
+    })
+}
+
+#[test]
+fn the_next_waiter_takes_over_when_the_holder_worker_is_killed() {
+    let app = App::start(Duration::from_millis(3000));
+    let nginx = nginx(&app, "on", "20s", "0").workers(4).start();
+    let port = nginx.port();
+    let holder = thread::spawn(move || try_request(port, &build_request("GET", "/k/", &[], b"")));
+    thread::sleep(Duration::from_millis(300));
+    let victim = worker_talking_to(&nginx, app.upstream.port()).expect("the holder's worker");
+    let waiters: Vec<_> = (0..8)
+        .map(|_| thread::spawn(move || try_request(port, &build_request("GET", "/k/", &[], b""))))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    let _ = holder.join();
+    let answered: Vec<Response> = waiters
+        .into_iter()
+        .filter_map(|w| w.join().unwrap().ok())
+        .filter(|r| r.status == 200)
+        .collect();
+    // the waiters of the killed worker went with it; the others took over
+    // at once: one render more (3 s), not the 20 s timeout
+    assert!(!answered.is_empty(), "no waiter survived");
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "answered {took:?} after the kill"
+    );
+    assert_eq!(app.renders(), 2, "the killed holder's render and one more");
+}
+
+#[test]
+fn waiters_that_time_out_go_upstream_and_are_not_stored() {
+    let app = App::start(Duration::from_millis(1500));
+    let nginx = nginx(&app, "on", "300ms", "0").workers(2).start();
+    let port = nginx.port();
+    let holder = thread::spawn(move || get(port, "/t/"));
+    thread::sleep(Duration::from_millis(100));
+    let waiter = get(port, "/t/");
+    let holder = holder.join().unwrap();
+    assert_eq!(waiter.status, 200);
+    assert_eq!(waiter.sg_status(), "MISS");
+    assert_eq!(app.renders(), 2);
+    let stored = get(port, "/t/");
+    assert_eq!(stored.sg_status(), "HIT");
+    assert_eq!(
+        render(&stored),
+        render(&holder),
+        "the timed-out waiter's page was stored"
+    );
+}
+
+#[test]
+fn after_a_soft_purge_one_request_regenerates_and_the_others_get_the_stale_page() {
+    let app = App::start(Duration::from_millis(500));
+    let nginx = nginx(&app, "on", "10s", "30s").workers(4).start();
+    let port = nginx.port();
+    let old = get(port, "/s/");
+    assert_eq!(get(port, "/s/").sg_status(), "HIT");
+    let reply = purge(port, "");
+    assert!(reply.text().contains("\"mode\":\"soft\""), "{reply}");
+    let started = Instant::now();
+    let responses = burst(port, "/s/", 16);
+    let st = statuses(&responses);
+    assert_eq!(st.iter().filter(|s| *s == "MISS").count(), 1, "{st:?}");
+    assert_eq!(st.iter().filter(|s| *s == "STALE").count(), 15, "{st:?}");
+    for (r, at) in &responses {
+        if r.sg_status() == "STALE" {
+            assert_eq!(r.body, old.body);
+            assert!(
+                *at - started < Duration::from_millis(300),
+                "STALE not at once"
+            );
+        }
+    }
+    assert_eq!(app.renders(), 2);
+    let fresh = get(port, "/s/");
+    assert_eq!(fresh.sg_status(), "HIT");
+    assert_eq!(render(&fresh), 2);
+}
+
+#[test]
+fn nothing_stale_after_the_stale_time() {
+    let app = App::start(Duration::from_millis(100));
+    let nginx = nginx(&app, "on", "10s", "1s").start();
+    let port = nginx.port();
+    get(port, "/o/");
+    purge(port, "?uri=/o/");
+    assert_eq!(get(port, "/o/").sg_status(), "MISS");
+    get(port, "/w/");
+    purge(port, "?uri=/w/");
+    thread::sleep(Duration::from_millis(1200));
+    // past its stale time: waits for the new page, never STALE
+    let late = burst(port, "/w/", 4);
+    assert!(
+        late.iter().all(|(r, _)| r.sg_status() != "STALE"),
+        "{:?}",
+        statuses(&late)
+    );
+}
+
+#[test]
+fn nothing_stale_after_a_hard_purge() {
+    let app = App::start(Duration::from_millis(300));
+    let nginx = nginx(&app, "on", "10s", "30s").workers(2).start();
+    let port = nginx.port();
+    for (query, uri) in [
+        ("?hard=1", "/a/"),
+        ("?uri=/b/&hard=1", "/b/"),
+        ("?prefix=/c/&hard=1", "/c/x/"),
+    ] {
+        let old = get(port, uri);
+        let reply = purge(port, query);
+        assert!(reply.text().contains("\"mode\":\"hard\""), "{reply}");
+        let after = burst(port, uri, 4);
+        for (r, _) in &after {
+            assert_ne!(r.sg_status(), "STALE", "{query}");
+            assert_ne!(r.body, old.body, "{query}: old content after a hard purge");
+        }
+    }
+}
+
+#[test]
+fn the_stale_page_is_served_while_the_application_fails_within_its_time() {
+    let app = App::start(Duration::from_millis(50));
+    let nginx = nginx(&app, "on", "10s", "2s").start();
+    let port = nginx.port();
+    let old = get(port, "/d/");
+    purge(port, "?uri=/d/");
+    app.failing.store(1, Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = get(port, "/d/");
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.sg_status(), "STALE");
+        assert_eq!(r.body, old.body);
+    }
+    thread::sleep(Duration::from_millis(2100));
+    let r = get(port, "/d/");
+    assert_eq!(
+        r.status, 500,
+        "the stale page was served past its time: {r}"
+    );
+    nginx.assert_no_alerts();
+}
+
+#[test]
+fn a_reload_while_a_lock_is_held() {
+    let app = App::start(Duration::from_millis(1500));
+    let nginx = nginx(&app, "on", "10s", "0").workers(2).start();
+    let port = nginx.port();
+    let holder = thread::spawn(move || get(port, "/r/"));
+    thread::sleep(Duration::from_millis(200));
+    nginx.signal("HUP");
+    thread::sleep(Duration::from_millis(300));
+    // new workers: they wait for the old worker's page
+    let waiters = burst(port, "/r/", 4);
+    let holder = holder.join().unwrap();
+    assert_eq!(app.renders(), 1, "{:?}", statuses(&waiters));
+    for (r, _) in &waiters {
+        assert_eq!(r.body, holder.body);
+    }
+}
