@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod cookie;
+pub mod encoding;
 pub mod host;
 pub mod journal;
 pub mod matcher;
