@@ -11,6 +11,7 @@
 //! `matcher`, `cookie`, `access`, `throttle`) is pure parsing and rules.
 
 pub mod access;
+pub mod compress;
 pub mod cookie;
 pub mod encoding;
 pub mod host;
