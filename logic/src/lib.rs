@@ -11,7 +11,9 @@
 //! `matcher`, `cookie`, `access`, `throttle`) is pure parsing and rules.
 
 pub mod access;
+pub mod compress;
 pub mod cookie;
+pub mod encoding;
 pub mod freshness;
 pub mod host;
 pub mod journal;
