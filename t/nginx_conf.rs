@@ -147,8 +147,10 @@ fn django_conf_generates_pages_for_anonymous_visitors() {
     assert_eq!(css.header("Content-Type"), Some("text/css"));
 
     // the post_save purge: this article only
+    // soft: the configuration serves purged pages stale while regenerating
     let reply = purge(&run, "?uri=/articles/hello/");
-    assert!(reply.contains(r#""removed":1"#), "{reply}");
+    assert!(reply.contains(r#""mode":"soft""#), "{reply}");
+    assert!(reply.contains(r#""stale":1"#), "{reply}");
     assert_eq!(get(port, "/articles/hello/").sg_status(), "MISS");
     assert_eq!(get(port, "/categories/django/").sg_status(), "HIT");
     assert!(fs::read_to_string(run.path("blog.access.log"))
@@ -251,7 +253,7 @@ fn wordpress_conf_generates_permalinks_and_respects_wordpress_cookies() {
 
     // save_post: the post's permalink
     let reply = purge(&run, "?uri=/2024/05/hello-world/");
-    assert!(reply.contains(r#""removed":1"#), "{reply}");
+    assert!(reply.contains(r#""stale":1"#), "{reply}");
     assert_eq!(get(port, "/2024/05/hello-world/").sg_status(), "MISS");
     assert_eq!(get(port, "/").sg_status(), "HIT");
     run.assert_no_alerts();
