@@ -22,6 +22,7 @@ use ngx::http::{
 use ngx::ngx_string;
 use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
+use static_gen_logic::encoding::{parse_compress, CompressConfig};
 use static_gen_logic::freshness::Lifetimes;
 use static_gen_logic::host::{HostNameError, HostNames};
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
@@ -71,6 +72,8 @@ pub(crate) struct StaticGenConf {
     /// The purge location has `allow`/`deny` rules; without, only clients
     /// on this machine may purge.
     pub purge_has_rules: bool,
+    /// `static_gen_compress`.
+    compress: Option<CompressConfig>,
     /// `static_gen_hosts`, as configured (inherited).
     host_names: Option<HostNames>,
     /// The names a request's host must be one of: `static_gen_hosts`, or
@@ -136,6 +139,7 @@ impl Default for StaticGenConf {
             no_store: NGX_CONF_UNSET_PTR,
             purge: false,
             purge_has_rules: false,
+            compress: None,
             host_names: None,
             hosts: HostRule::default(),
         }
@@ -186,6 +190,14 @@ impl StaticGenConf {
         u64::try_from(self.stale).unwrap_or(0) * 1000
     }
 
+    /// `static_gen_compress`: the variants to store (`gzip br` unless set).
+    pub(crate) fn compress(&self) -> &CompressConfig {
+        static DEFAULT: std::sync::OnceLock<CompressConfig> = std::sync::OnceLock::new();
+        self.compress
+            .as_ref()
+            .unwrap_or_else(|| DEFAULT.get_or_init(CompressConfig::default))
+    }
+
     /// `static_gen_lock on`.
     pub(crate) fn lock(&self) -> bool {
         self.lock == 1
@@ -213,7 +225,7 @@ const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) 
     }
 }
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 17] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 18] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -267,6 +279,12 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 17] = [
         ANY_LEVEL | NGX_CONF_TAKE1,
         ngx_conf_set_sec_slot,
         mem::offset_of!(StaticGenConf, valid),
+    ),
+    directive(
+        ngx_string!("static_gen_compress"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_compress,
+        0,
     ),
     directive(
         ngx_string!("static_gen_stale"),
@@ -568,6 +586,13 @@ directive_handler!(set_access, |cf, conf, args| set_once(
     |words: &[&str]| parse_access(words)
 ));
 
+directive_handler!(set_compress, |cf, conf, args| set_once(
+    cf,
+    &mut conf.compress,
+    &args,
+    |words: &[&str]| parse_compress(words)
+));
+
 directive_handler!(set_hosts, |cf, conf, args| set_once(
     cf,
     &mut conf.host_names,
@@ -665,6 +690,9 @@ impl StaticGenConf {
         }
         if self.host_names.is_none() {
             self.host_names.clone_from(&prev.host_names);
+        }
+        if self.compress.is_none() {
+            self.compress.clone_from(&prev.compress);
         }
         for (own, above) in [(&mut self.valid, prev.valid), (&mut self.stale, prev.stale)] {
             if *own == NGX_CONF_UNSET as time_t {

@@ -9,10 +9,12 @@ use std::rc::Rc;
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
 use static_gen_logic::journal::Mark;
+use static_gen_logic::page::Variants;
 use static_gen_logic::store::PageWriter;
 use static_gen_logic::tree::{FileTime, Tree};
 
 use crate::conf::StaticGenConf;
+use crate::hit::Representation;
 use crate::lock::PageLock;
 use crate::wait::Wait;
 use crate::StaticGenModule;
@@ -49,10 +51,12 @@ impl LookupStatus {
 pub(crate) struct HitPage {
     pub file: File,
     pub path: PathBuf,
-    pub size: u64,
     pub mtime: i64,
     pub modified: FileTime,
     pub body_offset: u64,
+    /// The identity body's length (variants may follow it).
+    pub identity_len: u64,
+    pub variants: Variants,
     pub content_type: Rc<[u8]>,
 }
 
@@ -75,8 +79,9 @@ pub(crate) struct RequestCtx {
     pub writer: Option<PageWriter>,
     /// The stale page to serve instead if the upstream fails.
     pub fallback: Option<HitPage>,
-    /// Serving `fallback`: the upstream's body is dropped.
-    pub replacing: bool,
+    /// Serving `fallback` (as this representation): the upstream's body is
+    /// dropped.
+    pub replacing: Option<Representation>,
     /// Waiting for another request's page.
     pub wait: Option<Wait>,
     /// `Accept-Encoding` request headers set to `identity` for the
@@ -92,7 +97,7 @@ impl RequestCtx {
             miss: None,
             writer: None,
             fallback: None,
-            replacing: false,
+            replacing: None,
             wait: None,
             upstream_identity: Vec::new(),
         }

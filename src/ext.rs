@@ -7,8 +7,8 @@ use core::marker::PhantomData;
 
 use nginx_sys::{
     ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_http_test_predicates,
-    ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_str_t, ngx_table_elt_t, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_str_t, ngx_table_elt_t,
+    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::Request;
@@ -91,6 +91,30 @@ pub(crate) trait RequestExt {
     /// in this list).
     fn headers_in(&self) -> impl Iterator<Item = &ngx_table_elt_t> {
         headers(&self.raw().headers_in.headers)
+    }
+
+    /// Adds a response header; the element, for nginx's own pointers to
+    /// it (`headers_out.content_encoding`).
+    fn push_header_out(
+        &mut self,
+        key: &'static str,
+        value: &'static str,
+    ) -> Option<*mut ngx_table_elt_t> {
+        let out = &mut self.raw_mut().headers_out.headers;
+        // SAFETY: the request's header list; the element is filled at once.
+        let elt = unsafe { ngx_list_push(out).cast::<ngx_table_elt_t>().as_mut()? };
+        elt.hash = 1;
+        elt.key = ngx_str_t {
+            len: key.len(),
+            data: key.as_ptr().cast_mut(),
+        };
+        elt.value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr().cast_mut(),
+        };
+        elt.lowcase_key = core::ptr::null_mut();
+        elt.next = core::ptr::null_mut();
+        Some(elt)
     }
 
     /// Request headers, to modify.

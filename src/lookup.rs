@@ -454,10 +454,14 @@ fn open_page(tree: &Tree, rel: &[u8]) -> Result<HitPage, OpenError> {
             header
         }
     };
+    let identity_len = header
+        .identity_len
+        .unwrap_or_else(|| meta.len().saturating_sub(header.body_offset));
     Ok(HitPage {
         content_type: header.content_type,
         body_offset: header.body_offset,
-        size: meta.len(),
+        identity_len,
+        variants: header.variants,
         mtime: meta.mtime(),
         modified: FileTime::of(&meta),
         path: tree.display_path(rel),

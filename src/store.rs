@@ -21,6 +21,7 @@ use static_gen_logic::page::encode_header;
 use static_gen_logic::rules::{storable, ResponseFacts};
 use static_gen_logic::store::{PageLimits, PageWriter};
 use static_gen_logic::tree::TreeError;
+use static_gen_logic::variants::{Compressor, Job};
 
 use crate::ctx::{self, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
@@ -88,7 +89,6 @@ fn replace_with_fallback(r: &mut Request, ctx: &mut RequestCtx) -> Result<(), ()
     ctx.abandon_store();
     ctx.hit = ctx.fallback.take();
     ctx.status = LookupStatus::Stale;
-    ctx.replacing = true;
     for header in r.headers_out_mut() {
         header.hash = 0;
     }
@@ -101,7 +101,8 @@ fn replace_with_fallback(r: &mut Request, ctx: &mut RequestCtx) -> Result<(), ()
     out.etag = core::ptr::null_mut();
     out.expires = core::ptr::null_mut();
     let page = ctx.hit.as_ref().ok_or(())?;
-    hit::set_headers(r, page)
+    ctx.replacing = Some(hit::set_headers(r, page)?);
+    Ok(())
 }
 
 /// True when the upstream asks not to store its response, with
@@ -176,8 +177,8 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
     let r = unsafe { Request::from_ngx_http_request(raw) };
     let mut last = false;
     if let Some(ctx) = ctx::get(r) {
-        if ctx.replacing {
-            return send_fallback_body(r, ctx, chain);
+        if let Some(sent) = ctx.replacing {
+            return send_fallback_body(r, ctx, chain, sent);
         }
         if let Some(writer) = ctx.writer.as_mut() {
             match tee(writer, chain) {
@@ -215,14 +216,19 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
 
 /// The body of the stale page, once, instead of the failed response's
 /// (whose buffers are marked as sent, so the upstream can reuse them).
-fn send_fallback_body(r: &mut Request, ctx: &mut RequestCtx, chain: *mut ngx_chain_t) -> ngx_int_t {
+fn send_fallback_body(
+    r: &mut Request,
+    ctx: &mut RequestCtx,
+    chain: *mut ngx_chain_t,
+    sent: hit::Representation,
+) -> ngx_int_t {
     for buf in chain_bufs_mut(chain) {
         buf.consume();
     }
     let Some(page) = ctx.hit.take() else {
         return Status::NGX_OK.into();
     };
-    let rc = match hit::page_chain(r, &page) {
+    let rc = match hit::page_chain(r, &page, sent) {
         Some(body) => next_body(r.into(), body),
         None => Status::NGX_ERROR.into(),
     };
@@ -250,15 +256,40 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, TreeErr
 }
 
 /// Installs a complete page, in the tree as the path leads to it now,
-/// unless a purge since the request started covers it.
+/// unless a purge since the request started covers it; then has its
+/// compressed variants made in the background.
 fn install(r: &Request, writer: PageWriter, miss: &MissPage) {
+    let body_len = writer.body_written();
     let installed = current_tree(miss.tree.root())
         .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri()));
     match installed {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Some(version)) => {
+            let config = miss.conf.compress();
+            if !config.is_off() && body_len >= config.min_length as u64 {
+                compress_later(Job {
+                    root: miss.tree.root().to_owned(),
+                    rel: miss.rel.clone(),
+                    version,
+                    config: config.clone(),
+                });
+            }
+        }
+        Ok(None) => {
             ngx::ngx_log_debug_http!(r, "static_gen: not stored: purged meanwhile");
         }
         Err(err) => log_tree_error(r.log(), NOT_STORED, &err),
     }
+}
+
+/// Hands a page to this worker's compressor thread (started with the
+/// first); with none, or a full queue, the page stays identity only.
+fn compress_later(job: Job) {
+    thread_local! {
+        static COMPRESSOR: Option<Compressor> = Compressor::start().ok();
+    }
+    COMPRESSOR.with(|c| {
+        if let Some(compressor) = c {
+            compressor.submit(job);
+        }
+    });
 }

@@ -71,16 +71,6 @@ fn wait_not_stored_line(nginx: &NginxHandle, level: &str, skip: usize) -> String
     not_stored_lines(nginx, level).swap_remove(skip)
 }
 
-/// The part of a page file after its header.
-fn page_body(file: &[u8]) -> &[u8] {
-    let end = file
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .expect("page header")
-        + 2;
-    &file[end..]
-}
-
 #[test]
 fn full_disk_still_serves_and_logs_once_per_cause() {
     const BIG: usize = 1 << 20;
@@ -141,7 +131,7 @@ fn full_disk_still_serves_and_logs_once_per_cause() {
         "the small page was not stored:\n{}",
         nginx.error_log()
     );
-    assert_eq!(page_body(&fs::read(&page).unwrap()), text_body(1024));
+    assert_eq!(split_page(&fs::read(&page).unwrap()).1, text_body(1024));
     let hit = get(port, "/small");
     assert_eq!(hit.sg_status(), "HIT", "{hit}");
     assert_eq!(hit.body, text_body(1024));
@@ -235,14 +225,13 @@ fn concurrent_misses_store_one_complete_body() {
     assert!(wait_until(TIMEOUT, || page.exists()), "nothing was stored");
     // all stores are over once no temporary file is left
     assert_no_temp_files(&root);
-    let file = fs::read(&page).unwrap();
-    let body = page_body(&file);
+    let (header, body) = split_page(&fs::read(&page).unwrap());
+    let body = body.as_slice();
     let n = number_of(body).expect("the stored page is not an upstream body");
     assert!(n < served);
-    assert!(
-        file.starts_with(b"static_gen 1\ncontent-type: text/html\nuri: /race/\n\n"),
-        "header: {:?}",
-        String::from_utf8_lossy(&file[..file.len().min(80)])
+    assert_eq!(
+        header,
+        "static_gen 1\ncontent-type: text/html\nuri: /race/\n\n"
     );
     assert!(
         body == numbered_body(n),

@@ -59,7 +59,9 @@ fn store_pages(root: &Path, count: u64, size: usize) -> Result<(), Box<dyn std::
         let rel = format!("floor/{n}/index.html");
         // as the module does before installing: is the tree still this one?
         if !tree.is_current()
-            || !writer.commit_unless_purged(&tree, rel.as_bytes(), mark, uri.as_bytes())?
+            || writer
+                .commit_unless_purged(&tree, rel.as_bytes(), mark, uri.as_bytes())?
+                .is_none()
         {
             return Err("a purge was recorded meanwhile".into());
         }

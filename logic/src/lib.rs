@@ -27,4 +27,5 @@ pub mod store;
 pub mod sweep;
 pub mod throttle;
 pub mod tree;
+pub mod variants;
 pub mod vars;

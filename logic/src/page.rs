@@ -10,10 +10,77 @@
 //!
 //! <!doctype html>...
 //! ```
+//!
+//! Once its compressed variants are made, the page is replaced by one file
+//! that holds them after the identity body (one rename installs them all,
+//! one unlink purges them all), and says where each is, from the body's
+//! start:
+//!
+//! ```text
+//! static_gen 2
+//! content-type: text/html; charset=utf-8
+//! uri: /articles/hello/
+//! identity: 20480
+//! variant: br 20480 4100
+//! variant: gzip 24580 5210
+//!
+//! <!doctype html>...<brotli bytes><gzip bytes>
+//! ```
 
-/// The first line of every page file; a file without it was not written by
-/// this module and is never served.
+use crate::encoding::Encoding;
+
+/// The first line of a page file with the identity body only; a file
+/// without it (or [`MAGIC_VARIANTS`]) was not written by this module and is
+/// never served.
 pub const MAGIC: &[u8] = b"static_gen 1\n";
+/// The first line of a page file that also holds compressed variants.
+pub const MAGIC_VARIANTS: &[u8] = b"static_gen 2\n";
+
+/// True when `start` (a file's first bytes) begins as a page file does.
+pub fn is_page_start(start: &[u8]) -> bool {
+    start.starts_with(MAGIC) || start.starts_with(MAGIC_VARIANTS)
+}
+
+/// Where a compressed variant is, from the body's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantRange {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// The variants a page file holds, by encoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Variants {
+    ranges: [Option<VariantRange>; 3],
+}
+
+impl Variants {
+    fn slot(encoding: Encoding) -> Option<usize> {
+        Encoding::COMPRESSED.iter().position(|&e| e == encoding)
+    }
+
+    pub fn get(&self, encoding: Encoding) -> Option<VariantRange> {
+        Self::slot(encoding).and_then(|i| self.ranges[i])
+    }
+
+    fn set(&mut self, encoding: Encoding, range: VariantRange) {
+        if let Some(i) = Self::slot(encoding) {
+            self.ranges[i] = Some(range);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.iter().all(Option::is_none)
+    }
+
+    /// The encodings held, with their sizes, for negotiation.
+    pub fn sizes(&self) -> impl Iterator<Item = (Encoding, u64)> + '_ {
+        Encoding::COMPRESSED
+            .iter()
+            .zip(&self.ranges)
+            .filter_map(|(&e, r)| r.map(|r| (e, r.len)))
+    }
+}
 /// Longest header a HIT reads; longer headers are not written.
 pub const MAX_HEADER_LEN: usize = 4096;
 
@@ -23,6 +90,10 @@ pub struct PageHeader<'a> {
     pub content_type: &'a [u8],
     /// Offset of the body in the file.
     pub body_offset: usize,
+    /// The identity body's length, when variants follow it (else the body
+    /// runs to the end of the file).
+    pub identity_len: Option<u64>,
+    pub variants: Variants,
 }
 
 /// Why a header cannot be written or read.
@@ -65,21 +136,79 @@ pub fn encode_header(content_type: &[u8], uri: &[u8]) -> Result<Vec<u8>, HeaderE
     Ok(header)
 }
 
+/// Renders the header of a page file holding `variants` (encoding and
+/// length, in the order they follow the identity body).
+pub fn encode_variants_header(
+    content_type: &[u8],
+    uri: &[u8],
+    identity_len: u64,
+    variants: &[(Encoding, u64)],
+) -> Result<Vec<u8>, HeaderError> {
+    let identity = encode_header(content_type, uri)?;
+    let mut header = MAGIC_VARIANTS.to_vec();
+    // the identity header's lines, less its magic and final blank line
+    header.extend_from_slice(&identity[MAGIC.len()..identity.len() - 1]);
+    header.extend_from_slice(format!("identity: {identity_len}\n").as_bytes());
+    let mut start = identity_len;
+    for &(encoding, len) in variants {
+        header.extend_from_slice(format!("variant: {encoding} {start} {len}\n").as_bytes());
+        start += len;
+    }
+    header.push(b'\n');
+    if header.len() > MAX_HEADER_LEN {
+        return Err(HeaderError::Unwritable);
+    }
+    Ok(header)
+}
+
 /// Parses the start of a page file (at least the header, at most
 /// [`MAX_HEADER_LEN`] bytes of it are needed).
 pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
-    let rest = start.strip_prefix(MAGIC).ok_or(HeaderError::Foreign)?;
+    let (magic, with_variants) = if start.starts_with(MAGIC_VARIANTS) {
+        (MAGIC_VARIANTS, true)
+    } else {
+        (MAGIC, false)
+    };
+    let rest = start.strip_prefix(magic).ok_or(HeaderError::Foreign)?;
     let end = memchr::memmem::find(rest, b"\n\n").ok_or(HeaderError::Foreign)?;
+    let mut header = PageHeader {
+        content_type: b"",
+        body_offset: magic.len() + end + 2,
+        identity_len: None,
+        variants: Variants::default(),
+    };
     let mut content_type = None;
     for line in rest[..end].split(|&b| b == b'\n') {
         if let Some(value) = line.strip_prefix(b"content-type: ") {
             content_type = Some(value);
+        } else if let Some(value) = line.strip_prefix(b"identity: ").filter(|_| with_variants) {
+            header.identity_len = Some(number(value).ok_or(HeaderError::Foreign)?);
+        } else if let Some(value) = line.strip_prefix(b"variant: ").filter(|_| with_variants) {
+            let (encoding, range) = variant(value).ok_or(HeaderError::Foreign)?;
+            header.variants.set(encoding, range);
         }
     }
-    Ok(PageHeader {
-        content_type: content_type.ok_or(HeaderError::Foreign)?,
-        body_offset: MAGIC.len() + end + 2,
-    })
+    if with_variants && header.identity_len.is_none() {
+        return Err(HeaderError::Foreign);
+    }
+    header.content_type = content_type.ok_or(HeaderError::Foreign)?;
+    Ok(header)
+}
+
+fn number(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// `br 20480 4100`: an encoding, its start and its length.
+fn variant(line: &[u8]) -> Option<(Encoding, VariantRange)> {
+    let mut words = line.split(|&b| b == b' ');
+    let encoding = Encoding::from_token(words.next()?).filter(|&e| e != Encoding::Identity)?;
+    let start = number(words.next()?)?;
+    let len = number(words.next()?)?;
+    words
+        .next()
+        .is_none()
+        .then_some((encoding, VariantRange { start, len }))
 }
 
 /// Identifies one version of a page file: pages are replaced by rename,
@@ -98,6 +227,8 @@ pub struct PageVersion {
 pub struct HeaderInfo {
     pub content_type: std::rc::Rc<[u8]>,
     pub body_offset: u64,
+    pub identity_len: Option<u64>,
+    pub variants: Variants,
 }
 
 impl From<PageHeader<'_>> for HeaderInfo {
@@ -105,6 +236,8 @@ impl From<PageHeader<'_>> for HeaderInfo {
         HeaderInfo {
             content_type: header.content_type.into(),
             body_offset: header.body_offset as u64,
+            identity_len: header.identity_len,
+            variants: header.variants,
         }
     }
 }
@@ -134,6 +267,48 @@ impl HeaderCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variants_round_trip() {
+        let header = encode_variants_header(
+            b"text/html",
+            b"/a/",
+            20480,
+            &[(Encoding::Br, 4100), (Encoding::Gzip, 5210)],
+        )
+        .unwrap();
+        assert!(header.starts_with(b"static_gen 2\ncontent-type: text/html\nuri: /a/\n"));
+        let decoded = decode_header(&header).unwrap();
+        assert_eq!(decoded.body_offset, header.len());
+        assert_eq!(decoded.identity_len, Some(20480));
+        assert_eq!(
+            decoded.variants.get(Encoding::Br),
+            Some(VariantRange {
+                start: 20480,
+                len: 4100
+            })
+        );
+        assert_eq!(
+            decoded.variants.get(Encoding::Gzip),
+            Some(VariantRange {
+                start: 24580,
+                len: 5210
+            })
+        );
+        assert_eq!(decoded.variants.get(Encoding::Zstd), None);
+        assert!(is_page_start(&header));
+        for bad in [
+            &b"static_gen 2\ncontent-type: x\nuri: /\n\n"[..],
+            b"static_gen 2\ncontent-type: x\nidentity: 1\nvariant: deflate 1 2\n\n",
+            b"static_gen 2\ncontent-type: x\nidentity: 1\nvariant: br 1\n\n",
+        ] {
+            assert_eq!(decode_header(bad), Err(HeaderError::Foreign));
+        }
+        // a plain page says nothing of variants, even with such lines
+        let plain = decode_header(b"static_gen 1\ncontent-type: x\nvariant: br 1 2\n\n").unwrap();
+        assert!(plain.variants.is_empty());
+        assert_eq!(plain.identity_len, None);
+    }
 
     #[test]
     fn round_trip() {
@@ -195,6 +370,8 @@ mod tests {
         let info = |t: &[u8]| HeaderInfo {
             content_type: t.into(),
             body_offset: 40,
+            identity_len: None,
+            variants: Variants::default(),
         };
         let mut cache = HeaderCache::default();
         cache.insert(version(1), info(b"text/html"));

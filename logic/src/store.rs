@@ -9,10 +9,13 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 
-use rustix::fs::{futimens, openat, renameat, unlinkat, AtFlags, Mode, OFlags, Timestamps};
+use rustix::fs::{
+    fstat, futimens, openat, renameat, statat, unlinkat, AtFlags, Mode, OFlags, Timestamps,
+};
 
 use crate::access::{dir_mode, DEFAULT_FILE_MODE};
 use crate::journal::{self, Mark};
+use crate::page::PageVersion;
 use crate::tree::{coarse_now, unique_name, FileTime, Tree, TreeError, TreeLock};
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -158,8 +161,9 @@ impl PageWriter {
     }
 
     /// Renames the complete page to `rel` (a path from
-    /// [`crate::path::page_file`]) in `tree`, creating its directories.
-    pub fn commit(mut self, tree: &Tree, rel: &[u8]) -> Result<(), TreeError> {
+    /// [`crate::path::page_file`]) in `tree`, creating its directories;
+    /// returns the installed file's version.
+    pub fn commit(mut self, tree: &Tree, rel: &[u8]) -> Result<PageVersion, TreeError> {
         if let Some(expected) = self.limits.expected {
             if expected != self.body_written {
                 return Err(TreeError::Incomplete {
@@ -175,9 +179,55 @@ impl PageWriter {
                 .set_permissions(Permissions::from_mode(self.limits.mode))
                 .map_err(|e| TreeError::io("chmod", &self.temp_path, e))?;
         }
+        let version = self.version()?;
         self.rename_into(tree, rel)?;
         self.committed = true;
-        Ok(())
+        Ok(version)
+    }
+
+    /// The version the file will have once renamed (rename keeps it).
+    fn version(&self) -> Result<PageVersion, TreeError> {
+        let stat = fstat(&self.file).map_err(|e| TreeError::io("stat", &self.temp_path, e))?;
+        Ok(PageVersion {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size as u64,
+            mtime_sec: stat.st_mtime,
+            mtime_nsec: stat.st_mtime_nsec as i64,
+        })
+    }
+
+    /// Replaces the page at `rel` with this file, with the time `modified`
+    /// (the page's own: whether it is fresh does not change), but only if
+    /// `rel` is still the file `identity` (device, inode): a page purged or
+    /// replaced meanwhile is left alone and `Ok(false)` returned. Holds the
+    /// tree lock exclusively for the check and the rename.
+    pub fn replace_page(
+        mut self,
+        tree: &Tree,
+        rel: &[u8],
+        identity: (u64, u64),
+        modified: FileTime,
+    ) -> Result<bool, TreeError> {
+        self.flush()?;
+        if self.limits.mode & process_umask() != 0 {
+            self.file
+                .set_permissions(Permissions::from_mode(self.limits.mode))
+                .map_err(|e| TreeError::io("chmod", &self.temp_path, e))?;
+        }
+        self.set_modified(modified)?;
+        let _lock = TreeLock::exclusive(tree)?;
+        let Ok((dir, name)) = tree.page_parent(rel, None) else {
+            return Ok(false);
+        };
+        let current = statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
+        if !current.is_ok_and(|s| (s.st_dev, s.st_ino) == identity) {
+            return Ok(false);
+        }
+        renameat(&self.temp_dir, self.temp_name.as_os_str(), &dir, name)
+            .map_err(|e| TreeError::io("rename to", tree.display_path(rel), e))?;
+        self.committed = true;
+        Ok(true)
     }
 
     /// Renames the temporary file to `rel`. A background deletion may
@@ -212,35 +262,31 @@ impl PageWriter {
         rel: &[u8],
         mark: Mark,
         uri: &[u8],
-    ) -> Result<bool, TreeError> {
+    ) -> Result<Option<PageVersion>, TreeError> {
         self.flush()?;
         let _lock = TreeLock::shared(tree)?;
         if journal::purged_since(tree, mark, uri)? {
-            return Ok(false);
+            return Ok(None);
         }
-        if let Some(epoch) = tree.state().epoch() {
-            self.stamp_after(epoch)?;
+        // A page fetched after a purge must not count as stale, but file
+        // times are coarse: one written within a clock tick of the purge
+        // may bear a time no later than it. Such a page gets the time just
+        // after the purge (rare: only when the write began that close).
+        if let Some(purged) = tree.state().staleness(rel, self.started) {
+            self.set_modified(purged.since.just_after())?;
         }
-        self.commit(tree, rel).map(|()| true)
+        self.commit(tree, rel).map(Some)
     }
 
-    /// A page fetched after a whole-tree purge must not count as stale, but
-    /// file times are coarse: one written within a clock tick of the purge
-    /// may bear a time no later than its epoch. Such a page gets the time
-    /// just after the epoch (rare: only when the write began that close).
-    fn stamp_after(&self, epoch: FileTime) -> Result<(), TreeError> {
-        if self.started > epoch {
-            return Ok(());
-        }
-        let after = epoch.just_after();
+    fn set_modified(&self, time: FileTime) -> Result<(), TreeError> {
         let times = Timestamps {
             last_access: rustix::fs::Timespec {
                 tv_sec: 0,
                 tv_nsec: rustix::fs::UTIME_OMIT,
             },
             last_modification: rustix::fs::Timespec {
-                tv_sec: after.sec,
-                tv_nsec: after.nsec,
+                tv_sec: time.sec,
+                tv_nsec: time.nsec,
             },
         };
         futimens(self.file.as_fd(), &times)
@@ -467,7 +513,8 @@ mod tests {
             assert_eq!(
                 writer
                     .commit_unless_purged(&tree, b"a/index.html", mark, b"/a/")
-                    .unwrap(),
+                    .unwrap()
+                    .is_some(),
                 installed
             );
             assert_eq!(dest.exists(), installed, "{scope:?}");
@@ -490,7 +537,7 @@ mod tests {
             writer.write(b"fetched after the purge").unwrap();
             let rel = format!("a/{n}.html");
             let installed = writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/");
-            assert!(installed.unwrap());
+            assert!(installed.unwrap().is_some());
             let written = FileTime::of(&fs::metadata(root.0.join(&rel)).unwrap());
             let epoch = tree.state().epoch();
             assert!(!is_stale(written, epoch), "{written:?} not after {epoch:?}");
@@ -521,7 +568,7 @@ mod tests {
             writer.write(b"new").unwrap();
             let rel = format!("a/b{}/c/index.html", n % 3);
             let installed = writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/");
-            assert!(installed.unwrap());
+            assert!(installed.unwrap().is_some());
             assert!(root.0.join(&rel).exists(), "{rel}");
             fs::remove_file(root.0.join(&rel)).unwrap();
         }

@@ -19,7 +19,7 @@ use rustix::fs::{
     flock, openat, statat, unlinkat, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, Stat,
 };
 
-use crate::page::MAGIC;
+use crate::page::{is_page_start, MAGIC};
 use crate::path::RESERVED_DIR;
 use crate::tree::{now, FileTime, SharedState, Tree, LOCK_FILE};
 
@@ -166,7 +166,7 @@ fn is_page(dir: BorrowedFd, rel: &[u8]) -> bool {
         return false;
     };
     let mut start = [0u8; MAGIC.len()];
-    rustix::io::pread(&file, &mut start, 0).is_ok_and(|n| start[..n] == *MAGIC)
+    rustix::io::pread(&file, &mut start, 0).is_ok_and(|n| is_page_start(&start[..n]))
 }
 
 /// Deletes the directory `name` in `parent` and everything in it.
@@ -347,18 +347,48 @@ pub fn clean_in_background(roots: Vec<PathBuf>, all: bool) -> io::Result<()> {
     })
 }
 
-/// Spawns a detached thread that blocks every signal: signals meant for
-/// nginx must reach its own thread.
-fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+/// How much CPU a background thread may take from the requests.
+#[derive(Debug, Clone, Copy)]
+pub enum Priority {
+    /// Only what nobody else wants (and idle I/O).
+    Idle,
+    /// A nice value above the worker's.
+    Nice(i32),
+}
+
+/// Spawns a detached thread at `priority` that blocks every signal:
+/// signals meant for nginx must reach its own thread.
+pub fn spawn_background(
+    name: &str,
+    priority: Priority,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
     with_signals_blocked(|| {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                run_when_idle();
+                match priority {
+                    Priority::Idle => run_when_idle(),
+                    Priority::Nice(nice) => run_nicer(nice),
+                }
                 f()
             })
             .map(|_| ())
     })
+}
+
+fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    spawn_background(name, Priority::Idle, f)
+}
+
+/// Lowers the calling thread's priority by `nice`.
+fn run_nicer(nice: i32) {
+    // SAFETY: changes only the calling thread's nice value (Linux applies
+    // PRIO_PROCESS with a thread id to that thread); a failure leaves it.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+    }
 }
 
 /// Lets the calling thread use only CPU and disk time nobody else wants.

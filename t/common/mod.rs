@@ -1568,17 +1568,30 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     list_files(&root.join(".static_gen/tmp"))
 }
 
-/// Splits a page file into its header and body.
+/// Splits a page file into its header and identity body, as the page was
+/// installed: once its compressed variants are made (in the background),
+/// the file holds them after the identity body and its header says where
+/// (`static_gen 2`, `identity:` and `variant:` lines); those are left out.
 pub fn split_page(file: &[u8]) -> (String, Vec<u8>) {
     let end = file
         .windows(2)
         .position(|w| w == b"\n\n")
         .expect("page header")
         + 2;
-    (
-        String::from_utf8_lossy(&file[..end]).into_owned(),
-        file[end..].to_vec(),
-    )
+    let header = String::from_utf8_lossy(&file[..end]).into_owned();
+    let identity_len = header
+        .lines()
+        .find_map(|l| l.strip_prefix("identity: "))
+        .map(|n| n.parse::<usize>().expect("identity length"));
+    let body = &file[end..];
+    let body = identity_len.map_or(body, |len| &body[..len]);
+    let installed: String = header
+        .replacen("static_gen 2\n", "static_gen 1\n", 1)
+        .lines()
+        .filter(|l| !l.starts_with("identity: ") && !l.starts_with("variant: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (installed, body.to_vec())
 }
 
 /// Waits for a page file (installed just after the client got the last
