@@ -82,8 +82,9 @@ pub(crate) struct RequestCtx {
     /// Serving `fallback` (as this representation): the upstream's body is
     /// dropped.
     pub replacing: Option<Representation>,
-    /// Waiting for another request's page.
-    pub wait: Option<Wait>,
+    /// Waiting for another request's page: boxed, so that it stays where
+    /// it was registered while the context changes around it.
+    pub wait: Option<Box<Wait>>,
     /// `Accept-Encoding` request headers set to `identity` for the
     /// upstream, with their values to restore for the client's response.
     pub upstream_identity: Vec<(*mut ngx_table_elt_t, ngx_str_t)>,

@@ -22,7 +22,7 @@ use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
 use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
 use static_gen_logic::path::{check_canonical, page_file, PathError};
-use static_gen_logic::tree::{now, path_key, FileTime, Holder, Lock, Tree, TreeError};
+use static_gen_logic::tree::{now, path_key, FileTime, Holding, Lock, PageKeys, Tree, TreeError};
 
 use crate::conf::StaticGenConf;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
@@ -183,7 +183,7 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Tree, rel: &[u8]) -> Found {
     };
     match open_page(tree, rel) {
         Ok(page) => {
-            let purged = tree.state().staleness(rel, page.modified);
+            let purged = tree.state().staleness(&PageKeys::of(rel), page.modified);
             match freshness(page.modified, purged, conf.lifetimes(), now()) {
                 Freshness::Fresh => Found::Hit(page),
                 Freshness::Stale { expired, servable } => Found::Stale(StalePage {
@@ -247,12 +247,12 @@ fn regenerate(
             ctx.fallback = stale.servable;
             ctx
         }
-        Err(Lock::Held(holder)) => match stale.servable {
+        Err(Lock::Held(holding)) => match stale.servable {
             Some(page) => RequestCtx {
                 hit: Some(page),
                 ..RequestCtx::new(LookupStatus::Stale)
             },
-            None if conf.lock() => wait_for(&tree, key, holder, deadline, stale.status),
+            None if conf.lock() => wait_for(&tree, key, holding, deadline, stale.status),
             None => miss(r, conf, tree, rel, stale.status, None),
         },
         Err(_) => miss(r, conf, tree, rel, stale.status, None),
@@ -263,18 +263,19 @@ fn regenerate(
 fn wait_for(
     tree: &Tree,
     key: u64,
-    holder: Holder,
+    holding: Holding,
     deadline: ngx_msec_t,
     status: LookupStatus,
 ) -> RequestCtx {
     let me = lock::me();
+    let holder = holding.holder;
     let tree_id = tree.state().tree_id();
     let mut ctx = RequestCtx::new(status);
     if holder.pid != me.pid {
         // told when it is freed, or when the holder dies; if the lock was
         // freed meanwhile, look again at once
-        let mut wait = Wait::new(tree_id, key, holder.pid, deadline);
-        if tree.state().wait_for(key, holder, me.pid) {
+        let mut wait = Box::new(Wait::new(tree_id, key, holder.pid, deadline));
+        if tree.state().wait_for(key, holding, me.pid) {
             notify::watch_exit(holder.pid);
         } else {
             wait.look_again_now();
@@ -282,7 +283,7 @@ fn wait_for(
         ctx.wait = Some(wait);
         return ctx;
     }
-    ctx.wait = Some(Wait::new(tree_id, key, holder.pid, deadline));
+    ctx.wait = Some(Box::new(Wait::new(tree_id, key, holder.pid, deadline)));
     ctx
 }
 

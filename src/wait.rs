@@ -17,6 +17,7 @@ use nginx_sys::{
     ngx_posted_events,
 };
 use ngx::http::Request;
+use static_gen_logic::tree::lock_slot;
 
 /// The longest a waiter sleeps without looking again.
 const LOOK_AGAIN: ngx_msec_t = 100;
@@ -100,7 +101,15 @@ impl Wait {
         }
         self.parked = false;
         let me = ptr::from_mut(self);
-        WAITING.with(|w| w.borrow_mut().retain(|&p| p != me));
+        let found = WAITING.with(|w| {
+            let mut waits = w.borrow_mut();
+            let before = waits.len();
+            waits.retain(|&p| p != me);
+            before - waits.len()
+        });
+        // a wait registered once, where it was registered (one that moved
+        // would leave a dangling entry)
+        debug_assert_eq!(found, 1, "a wait was moved after it was parked");
         // SAFETY: the event was set up by `park`.
         unsafe {
             if self.event.timer_set() != 0 {
@@ -120,9 +129,10 @@ impl Drop for Wait {
 }
 
 /// Wakes the requests of this worker that wait for the lock on `key` in
-/// the tree `tree_id`.
+/// the tree `tree_id`, and for every page that shares its slot.
 pub(crate) fn wake(tree_id: u64, key: u64) {
-    wake_where(|w| w.tree_id == tree_id && w.key == key);
+    let slot = lock_slot(key);
+    wake_where(|w| w.tree_id == tree_id && lock_slot(w.key) == slot);
 }
 
 /// Wakes the requests that wait for a lock held by `pid`, which exited.

@@ -559,14 +559,17 @@ mod tests {
     /// disk, marked; a hard purge removes them at once.
     #[test]
     fn soft_purges_mark_and_keep_hard_ones_remove() {
-        use crate::tree::now;
+        use crate::tree::{now, PageKeys};
         let root = Scratch::new("purge-soft");
         let tree = Tree::open(&root.0).unwrap();
         tree.state().note_stale_ms(30_000);
         std::thread::sleep(Duration::from_millis(2));
         pages(&root.0, SITE);
         let written = now();
-        let stale = |rel: &str| tree.state().staleness(rel.as_bytes(), written);
+        let stale = |rel: &str| {
+            tree.state()
+                .staleness(&PageKeys::of(rel.as_bytes()), written)
+        };
         let purged = purge(&tree, &Scope::Uri(b"/about".to_vec()), false).unwrap();
         assert!(purged.soft);
         assert_eq!(purged.count, 1);

@@ -16,7 +16,9 @@ use rustix::fs::{
 use crate::access::{dir_mode, DEFAULT_FILE_MODE};
 use crate::journal::{self, Mark};
 use crate::page::PageVersion;
-use crate::tree::{coarse_now, unique_name, FileTime, Tree, TreeError, TreeLock};
+use crate::tree::{
+    coarse_now, path_key, unique_name, FileTime, PageKeys, Tree, TreeError, TreeLock,
+};
 
 const COPY_CHUNK: usize = 64 * 1024;
 /// Bytes gathered before a write: nginx passes a body in buffers of a few
@@ -227,6 +229,7 @@ impl PageWriter {
         renameat(&self.temp_dir, self.temp_name.as_os_str(), &dir, name)
             .map_err(|e| TreeError::io("rename to", tree.display_path(rel), e))?;
         self.committed = true;
+        tree.state().note_install(path_key(rel));
         Ok(true)
     }
 
@@ -272,10 +275,13 @@ impl PageWriter {
         // times are coarse: one written within a clock tick of the purge
         // may bear a time no later than it. Such a page gets the time just
         // after the purge (rare: only when the write began that close).
-        if let Some(purged) = tree.state().staleness(rel, self.started) {
+        let keys = PageKeys::of(rel);
+        if let Some(purged) = tree.state().staleness(&keys, self.started) {
             self.set_modified(purged.since.just_after())?;
         }
-        self.commit(tree, rel).map(Some)
+        let version = self.commit(tree, rel)?;
+        tree.state().note_install(keys.page());
+        Ok(Some(version))
     }
 
     fn set_modified(&self, time: FileTime) -> Result<(), TreeError> {

@@ -21,7 +21,7 @@ use rustix::fs::{
 
 use crate::page::{is_page_start, MAGIC};
 use crate::path::RESERVED_DIR;
-use crate::tree::{now, FileTime, SharedState, Tree, LOCK_FILE};
+use crate::tree::{now, FileTime, PageKeys, SharedState, Tree, LOCK_FILE};
 
 /// Deletion left for after a purge's reply.
 #[derive(Debug)]
@@ -142,7 +142,7 @@ pub fn remove_stale(tree: &Tree) {
 /// True for a page a purge made stale whose stale time is over (or that a
 /// hard purge covered).
 fn past_stale(state: &SharedState, rel: &[u8], written: FileTime) -> bool {
-    let Some(staleness) = state.staleness(rel, written) else {
+    let Some(staleness) = state.staleness(&PageKeys::of(rel), written) else {
         return false;
     };
     let window = state.max_stale_ms() * 1_000_000;

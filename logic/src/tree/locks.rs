@@ -7,9 +7,10 @@
 //! and the holder: its pid and the low bits of its start time (so a reused
 //! pid is not taken for a holder that is gone, even after a reboot); beside
 //! it, the pids of the workers waiting for it, told when it is freed. Two
-//! pages whose keys share a slot do not wait for each other: the second
-//! simply goes without a lock. A lock never outlives its holder: whoever
-//! finds the holder gone takes over.
+//! pages whose keys share a slot wait for each other: the second one's
+//! requests wait until the first one's page is in, then take the lock
+//! themselves (one render later, but never a render too many). A lock
+//! never outlives its holder: whoever finds the holder gone takes over.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -92,35 +93,49 @@ fn process_start(pid: u32) -> Option<u64> {
 pub enum Lock {
     /// Ours now: release it with [`SharedState::unlock`].
     Acquired,
-    /// Another process (or request of this one) regenerates the page.
-    Held(Holder),
-    /// The slot is another page's: go without a lock.
-    Busy,
+    /// Another process (or request of this one) regenerates the page, or a
+    /// page that shares its slot.
+    Held(Holding),
+    /// No lock can be taken (a read-only tree, where nothing is stored).
+    Unavailable,
+}
+
+/// A lock held by someone else, as it was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub holder: Holder,
+    word: u64,
+}
+
+/// The slot of a page key: waiters of every page that shares it are told
+/// when it is freed.
+pub fn lock_slot(key: u64) -> usize {
+    (key % LOCK_SLOTS as u64) as usize
 }
 
 impl SharedState {
     fn slot(&self, key: u64) -> &LockSlot {
-        &self.data().locks[(key % LOCK_SLOTS as u64) as usize]
+        &self.data().locks[lock_slot(key)]
     }
 
     /// Tries to take the lock of the page with `key` for `me`; takes over a
     /// lock whose holder is gone.
     pub fn lock(&self, key: u64, me: Holder) -> Lock {
-        if !self.writable() {
-            return Lock::Busy;
-        }
         let slot = self.slot(key);
         let mine = word(key, me);
         let mut current = slot.word.load(Ordering::SeqCst);
         loop {
-            if current != 0 && current >> HOLDER_BITS != mine >> HOLDER_BITS {
-                return Lock::Busy;
-            }
             if current != 0 {
                 let holder = Holder::from_bits(current);
                 if holder.alive() {
-                    return Lock::Held(holder);
+                    return Lock::Held(Holding {
+                        holder,
+                        word: current,
+                    });
                 }
+            }
+            if !self.writable() {
+                return Lock::Unavailable;
             }
             // free, or its holder is gone: take it
             match slot
@@ -156,9 +171,9 @@ impl SharedState {
 
     /// Records that worker `pid` waits for the lock on `key`. False when the
     /// slot remembers too many workers already (the caller then checks
-    /// again later), or when the lock is no longer held by `holder` (the
+    /// again later), or when the lock is no longer as `holding` saw it (the
     /// caller must look again: it may have been freed before the record).
-    pub fn wait_for(&self, key: u64, holder: Holder, pid: u32) -> bool {
+    pub fn wait_for(&self, key: u64, holding: Holding, pid: u32) -> bool {
         let slot = self.slot(key);
         let recorded = slot.waiters.iter().any(|w| {
             let current = w.load(Ordering::SeqCst);
@@ -169,7 +184,7 @@ impl SharedState {
         });
         // after the record: a holder that freed the lock before it saw no
         // waiter, so look at the lock again
-        recorded && slot.word.load(Ordering::SeqCst) == word(key, holder)
+        recorded && slot.word.load(Ordering::SeqCst) == holding.word
     }
 }
 
@@ -194,11 +209,11 @@ mod tests {
         assert_eq!(state.lock(key, me), Lock::Acquired);
         // another process of the same machine sees it held by us
         let other = Tree::open(&scratch.0).unwrap();
-        let Lock::Held(holder) = other.state().lock(key, me) else {
+        let Lock::Held(holding) = other.state().lock(key, me) else {
             panic!("not held");
         };
-        assert_eq!(holder.pid, me.pid);
-        assert!(other.state().wait_for(key, holder, 4242));
+        assert_eq!(holding.holder.pid, me.pid);
+        assert!(other.state().wait_for(key, holding, 4242));
         assert_eq!(state.unlock(key, me), vec![4242]);
         assert_eq!(state.unlock(key, me), Vec::<u32>::new(), "freed once");
         assert_eq!(other.state().lock(key, me), Lock::Acquired);
@@ -206,14 +221,20 @@ mod tests {
     }
 
     #[test]
-    fn another_page_in_the_same_slot_is_busy() {
-        let scratch = Scratch::new("locks-busy");
+    fn another_page_in_the_same_slot_waits_for_it() {
+        let scratch = Scratch::new("locks-shared");
         let tree = Tree::open(&scratch.0).unwrap();
         let me = Holder::me();
         let a = 7 << 40;
         let b = a + (1 << HOLDER_BITS);
+        assert_eq!(lock_slot(a), lock_slot(b));
         assert_eq!(tree.state().lock(a, me), Lock::Acquired);
-        assert_eq!(tree.state().lock(b, me), Lock::Busy);
+        let Lock::Held(holding) = tree.state().lock(b, me) else {
+            panic!("b took a's slot");
+        };
+        assert!(tree.state().wait_for(b, holding, 99));
+        assert_eq!(tree.state().unlock(a, me), vec![99]);
+        assert_eq!(tree.state().lock(b, me), Lock::Acquired);
     }
 
     #[test]
@@ -244,7 +265,11 @@ mod tests {
         let me = Holder::me();
         let key = 5 << 40;
         assert_eq!(tree.state().lock(key, me), Lock::Acquired);
+        let other = Tree::open(&scratch.0).unwrap();
+        let Lock::Held(holding) = other.state().lock(key, me) else {
+            panic!("not held");
+        };
         tree.state().unlock(key, me);
-        assert!(!tree.state().wait_for(key, me, 77), "the lock is free");
+        assert!(!tree.state().wait_for(key, holding, 77), "the lock is free");
     }
 }

@@ -15,13 +15,64 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{FileTime, SharedState};
 
-/// Buckets for soft purges, and as many for hard ones.
+/// Buckets for soft purges, as many for hard ones, and for installs.
 pub const BUCKETS: usize = 16384;
 
 #[repr(C)]
 pub struct PurgeMarks {
     soft: [AtomicU64; BUCKETS],
     hard: [AtomicU64; BUCKETS],
+    /// Bumped whenever a page of the bucket is installed or replaced: a
+    /// worker that keeps a page open knows without a system call that
+    /// another file took its place.
+    installs: [AtomicU64; BUCKETS],
+}
+
+/// The keys of a page: those of the directories above it, then its own;
+/// on the stack (a HIT allocates nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct PageKeys {
+    keys: [u64; crate::path::MAX_DEPTH + 1],
+    len: usize,
+}
+
+impl PageKeys {
+    /// The keys of the page file `rel` (at most `MAX_DEPTH` directories
+    /// deep, as `page_file` maps them; deeper ones share the last keys).
+    pub fn of(rel: &[u8]) -> PageKeys {
+        let mut keys = PageKeys {
+            keys: [0; crate::path::MAX_DEPTH + 1],
+            len: 0,
+        };
+        let mut hash = Fnv(Fnv::OFFSET);
+        for &b in rel {
+            hash.push(b);
+            if b == b'/' {
+                keys.push(hash.0);
+            }
+        }
+        keys.push(hash.0);
+        keys
+    }
+
+    fn push(&mut self, key: u64) {
+        let at = self.len.min(self.keys.len() - 1);
+        self.keys[at] = key;
+        self.len = (self.len + 1).min(self.keys.len());
+    }
+
+    /// The page's own key.
+    pub fn page(&self) -> u64 {
+        self.keys[self.len - 1]
+    }
+
+    fn all(&self) -> &[u64] {
+        &self.keys[..self.len]
+    }
+}
+
+fn bucket(key: u64) -> usize {
+    (key % BUCKETS as u64) as usize
 }
 
 /// 64-bit FNV-1a, byte by byte, so that a path's prefixes hash as it goes.
@@ -71,10 +122,9 @@ impl SharedState {
         Ok(FileTime::from_nanos(at))
     }
 
-    /// Whether the page file `rel` written at `written` was purged since,
-    /// and how: by a whole-tree purge or a mark on its keys (hashed as it
-    /// goes: a HIT allocates nothing).
-    pub fn staleness(&self, rel: &[u8], written: FileTime) -> Option<Staleness> {
+    /// Whether a page (`keys`) written at `written` was purged since,
+    /// and how: by a whole-tree purge or a mark on its keys.
+    pub fn staleness(&self, keys: &PageKeys, written: FileTime) -> Option<Staleness> {
         let written = written.as_nanos();
         let marks = self.marks();
         let mut since = 0;
@@ -89,25 +139,32 @@ impl SharedState {
             self.epoch().map_or(0, FileTime::as_nanos),
             self.hard_epoch().map_or(0, FileTime::as_nanos),
         );
-        let mut note_key = |key: u64| {
-            let bucket = (key % BUCKETS as u64) as usize;
+        for &key in keys.all() {
+            let bucket = bucket(key);
             note(
                 marks.soft[bucket].load(Ordering::Acquire),
                 marks.hard[bucket].load(Ordering::Acquire),
             );
-        };
-        let mut hash = Fnv(Fnv::OFFSET);
-        for &b in rel {
-            hash.push(b);
-            if b == b'/' {
-                note_key(hash.0);
-            }
         }
-        note_key(hash.0);
         (since != 0).then(|| Staleness {
             since: FileTime::from_nanos(since),
             hard,
         })
+    }
+
+    /// The install generation of the page `key`'s bucket; read before
+    /// opening the page, it tells later whether another file took its
+    /// place.
+    pub fn install_generation(&self, key: u64) -> u64 {
+        self.marks().installs[bucket(key)].load(Ordering::Acquire)
+    }
+
+    /// Notes that the page `key` was installed or replaced (after the
+    /// rename).
+    pub fn note_install(&self, key: u64) {
+        if self.writable() {
+            self.marks().installs[bucket(key)].fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -124,8 +181,8 @@ mod tests {
         let state = tree.state();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let written = now();
-        let page = b"articles/hello/index.html";
-        let other = b"about.html";
+        let page = &PageKeys::of(b"articles/hello/index.html");
+        let other = &PageKeys::of(b"about.html");
         assert_eq!(state.staleness(page, written), None);
         let at = state.mark_purged(path_key(b"articles/"), false).unwrap();
         let stale = state.staleness(page, written).unwrap();
@@ -139,7 +196,7 @@ mod tests {
         assert_eq!(state.staleness(other, written), None);
         // a page written after the purge is fresh
         assert_eq!(state.staleness(page, now()), None);
-        state.mark_purged(path_key(page), true).unwrap();
+        state.mark_purged(page.page(), true).unwrap();
         assert!(state.staleness(page, written).unwrap().hard);
         // a later soft purge does not undo the hard one
         state.mark_purged(path_key(b"articles/"), false).unwrap();
@@ -148,8 +205,37 @@ mod tests {
         state
             .mark_purged(path_key(b"articles/hello/"), false)
             .unwrap();
-        assert!(state.staleness(b"articles/hello/x.html", written).is_some());
-        assert_eq!(state.staleness(b"articles/other.html", now()), None);
+        let below = PageKeys::of(b"articles/hello/x.html");
+        assert!(state.staleness(&below, written).is_some());
+        assert_eq!(
+            state.staleness(&PageKeys::of(b"articles/other.html"), now()),
+            None
+        );
+    }
+
+    #[test]
+    fn keys_of_a_page_and_its_directories() {
+        let keys = PageKeys::of(b"articles/hello/index.html");
+        assert_eq!(
+            keys.all(),
+            [
+                path_key(b"articles/"),
+                path_key(b"articles/hello/"),
+                path_key(b"articles/hello/index.html")
+            ]
+        );
+        assert_eq!(keys.page(), path_key(b"articles/hello/index.html"));
+        assert_eq!(PageKeys::of(b"a.html").all(), [path_key(b"a.html")]);
+    }
+
+    #[test]
+    fn installs_are_counted_by_bucket() {
+        let scratch = Scratch::new("marks-installs");
+        let tree = Tree::open(&scratch.0).unwrap();
+        let key = path_key(b"a.html");
+        let before = tree.state().install_generation(key);
+        tree.state().note_install(key);
+        assert_ne!(tree.state().install_generation(key), before);
     }
 
     #[test]
@@ -161,13 +247,18 @@ mod tests {
         let written = now();
         let soft = state.advance_epoch(false).unwrap();
         assert_eq!(
-            state.staleness(b"a.html", written),
+            state.staleness(&PageKeys::of(b"a.html"), written),
             Some(Staleness {
                 since: soft,
                 hard: false
             })
         );
         state.advance_epoch(true).unwrap();
-        assert!(state.staleness(b"a.html", written).unwrap().hard);
+        assert!(
+            state
+                .staleness(&PageKeys::of(b"a.html"), written)
+                .unwrap()
+                .hard
+        );
     }
 }

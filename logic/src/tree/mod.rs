@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{flock, mkdirat, openat, stat, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-pub use locks::{Holder, Lock};
-pub use marks::{path_key, Staleness};
+pub use locks::{lock_slot, Holder, Holding, Lock};
+pub use marks::{path_key, PageKeys, Staleness};
 pub use state::{SharedState, STATE_FILE, STATE_SIZE};
 
 use crate::path::RESERVED_DIR;
