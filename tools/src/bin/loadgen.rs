@@ -314,6 +314,21 @@ struct Conn<S> {
     len: usize,
 }
 
+/// The longest a response may take (a request waiting for a page lock
+/// waits 5 s at most, by default): a hung server fails the run, it does
+/// not stall it.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An error in words (a read timeout says so).
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("no response within {} s", READ_TIMEOUT.as_secs())
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -326,7 +341,7 @@ impl Conn<TcpStream> {
             .ok_or_else(|| invalid(format!("{authority}: no address")))?;
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
         Ok(Conn::new(stream))
     }
 }
@@ -561,7 +576,7 @@ fn client(
     let error = |result: &mut ClientResult, e: io::Error| {
         result.errors += 1;
         if result.first_error.is_none() {
-            result.first_error = Some(e.to_string());
+            result.first_error = Some(describe(&e));
         }
     };
     let mut conn = match Conn::connect(&options.url.authority) {
@@ -649,7 +664,7 @@ fn purge(target: &Target, t0: Instant, at: Duration) -> PurgeResult {
             result.status = status;
             result.body = body;
         }
-        Err(e) => result.error = Some(e.to_string()),
+        Err(e) => result.error = Some(describe(&e)),
     }
     result
 }
@@ -668,7 +683,7 @@ fn warm(options: &Options) -> Result<HashMap<Gen, u64>, String> {
             .map(|t| {
                 scope.spawn(move || -> Result<Vec<Gen>, String> {
                     let mut conn =
-                        Conn::connect(&options.url.authority).map_err(|e| e.to_string())?;
+                        Conn::connect(&options.url.authority).map_err(|e| describe(&e))?;
                     let mut gens = Vec::new();
                     for page in (t..pages).step_by(threads) {
                         let path = &options.paths[page];
@@ -680,9 +695,9 @@ fn warm(options: &Options) -> Result<HashMap<Gen, u64>, String> {
                                 Ok(r) => r,
                                 Err(_) => {
                                     conn = Conn::connect(&options.url.authority)
-                                        .map_err(|e| e.to_string())?;
+                                        .map_err(|e| describe(&e))?;
                                     conn.request(&request, false)
-                                        .map_err(|e| format!("{path}: {e}"))?
+                                        .map_err(|e| format!("{path}: {}", describe(&e)))?
                                 }
                             };
                             if response.status != 200 {
@@ -695,7 +710,7 @@ fn warm(options: &Options) -> Result<HashMap<Gen, u64>, String> {
                             }
                             if response.close {
                                 conn = Conn::connect(&options.url.authority)
-                                    .map_err(|e| e.to_string())?;
+                                    .map_err(|e| describe(&e))?;
                             }
                             tries += 1;
                             if tries > 200 {
