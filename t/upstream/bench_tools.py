@@ -408,10 +408,12 @@ def stampede_report(ways, info):
         out(f"| {label} | " + " | ".join(cell(ways[key], key) for key, _ in present)
             + f" | {target} |")
 
-    def verdict(value, target, ok_ways, key, below=False):
+    def verdict(value, target, ok_ways, key, at_most=False):
         if value is None or key not in ok_ways:
             return ""
-        return " (" + met(value, target, below) + ")"
+        value = round(value, 2)  # as shown
+        ok = value <= target if at_most else value >= target
+        return " (yes)" if ok else " (**no**)"
 
     out("| Measure | " + " | ".join(label for _, label in present) + " | Target |")
     out("| --- | " + " | ".join("---:" for _ in present) + " | --- |")
