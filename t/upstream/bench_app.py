@@ -7,13 +7,31 @@ Standard library only.
     bench_app.py serve PORT     serve it on 127.0.0.1:PORT, rendered anew for
                                 every GET or HEAD of any path (HTTP/1.1,
                                 keep-alive, one thread per connection)
+    bench_app.py serve-limited PORT [WORKERS [MS]]
+                                an application of fixed capacity (case 7 of
+                                ci/bench), like Django under gunicorn with
+                                WORKERS sync workers: at most WORKERS (2)
+                                renders at once, each taking MS (20) ms, so
+                                about WORKERS * 1000 / MS pages/s; the others
+                                queue. Every GET or HEAD of a path renders a
+                                page of about 5 KB that says which render it
+                                is; GET /__renders answers the renders since
+                                the start or the last POST /__reset as JSON:
+                                {"total": N, "paths": {PATH: N, ...},
+                                "renders": [[UNIX_TIME, PATH], ...],
+                                "active": N} (a render is counted when its
+                                request arrives; "active": those not yet
+                                answered, queued or rendering)
 
 The article is built from a fixed pseudo-random word sequence, escaped as a
 template engine would, and contains no `"`, `'`, `$` or `\\`, so the same
 bytes can also be inlined into an nginx configuration string.
 """
 import html
+import json
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SIZE = 20480
@@ -97,22 +115,108 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
+def limited_page(path, render, total):
+    """A page of about 5 KB for PATH that says which render it is."""
+    text = html.escape(path, quote=False)
+    return (
+        "<!doctype html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
+        f"<title>Page {text}</title>\n</head>\n<body>\n<main>\n<h1>Page {text}</h1>\n"
+        f"<p class=render>Render {render} of this page, {total} in all.</p>\n"
+        f"{_FILLER}</main>\n</body>\n</html>\n"
+    )
+
+
+_FILLER_WORDS = _words(5)
+_FILLER = "".join(_paragraph(_FILLER_WORDS, 6) for _ in range(10))
+
+
+class Limited(BaseHTTPRequestHandler):
+    """The handler of `serve-limited`: a render holds one of the server's
+    workers (a semaphore) for its time."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _reply(self, data, content_type="text/html"):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def do_GET(self):
+        server = self.server
+        path = self.path
+        if path == "/__renders":
+            with server.counts:
+                data = json.dumps(
+                    {"total": len(server.renders), "paths": server.paths,
+                     "renders": server.renders, "active": server.active}
+                )
+            self._reply(data.encode(), "application/json")
+            return
+        with server.counts:  # counted when it arrives
+            server.renders.append([time.time(), path])
+            server.paths[path] = render = server.paths.get(path, 0) + 1
+            total = len(server.renders)
+            server.active += 1
+        try:
+            with server.workers:  # one worker renders it, the others queue
+                time.sleep(server.seconds)
+                data = limited_page(path, render, total).encode()
+            self._reply(data)
+        finally:
+            with server.counts:
+                server.active -= 1
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if self.path != "/__reset":
+            self.send_error(404)
+            return
+        with self.server.counts:
+            self.server.renders = []
+            self.server.paths = {}
+        self._reply(b"{}", "application/json")
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # wrk opens all its connections at once
 
+    def handle_error(self, request, client_address):
+        # a client (nginx) that went away, while the page was rendered
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 def main():
-    if sys.argv[1:] == ["article"]:
+    args = sys.argv[1:]
+    if args == ["article"]:
         sys.stdout.write(article())
-    elif len(sys.argv) == 3 and sys.argv[1] == "serve":
-        server = Server(("127.0.0.1", int(sys.argv[2])), Handler)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        return
+    if len(args) == 2 and args[0] == "serve":
+        server = Server(("127.0.0.1", int(args[1])), Handler)
+    elif 2 <= len(args) <= 4 and args[0] == "serve-limited":
+        server = Server(("127.0.0.1", int(args[1])), Limited)
+        server.workers = threading.Semaphore(int(args[2]) if len(args) > 2 else 2)
+        server.seconds = (int(args[3]) if len(args) > 3 else 20) / 1000
+        server.counts = threading.Lock()
+        server.renders = []
+        server.paths = {}
+        server.active = 0
     else:
         sys.exit(__doc__)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ answers the page from memory, and turn the results into the report table.
     bench_tools.py monitor PID OUTPUT             CPU time of processes outside
                                                   PID's tree, until PID ends
     bench_tools.py others OUTPUT                  the monitor's totals, in words
+    bench_tools.py stampede LOADGEN RENDERS WAY RESULTS
+                                                  checks and records a run of case 7
+                                                  (loadgen's JSON, the app's renders)
     bench_tools.py report RESULTS                 the report (Markdown)
     bench_tools.py write REPORT MARKDOWN          put REPORT between MARKDOWN's markers
 """
@@ -247,6 +250,212 @@ def cmd_others(output):
 
 
 # --------------------------------------------------------------------------
+# Case 7: a purge under load
+# --------------------------------------------------------------------------
+
+# the ways of case 7, in the report's order: (key, label)
+WAYS = [
+    ("none", "no new directives"),
+    ("lock", "`static_gen_lock on`"),
+    ("stale", "`static_gen_lock on`, `static_gen_stale 30s`"),
+]
+# targets: upstream requests per regenerated page (ways), worst slice after
+# the purge / median before (ways)
+RENDERS_TARGET = (1.05, ("lock", "stale"))
+SLICE_TARGET = (0.8, ("stale",))
+
+
+def stampede(load, renders):
+    """Case 7's measures of one way, from loadgen's statistics and the
+    app's renders (each with the time its request arrived)."""
+    purge = load["purge"]
+    purge_unix = load["t0_unix"] + purge["sent_s"]
+    slices = load["slices"]
+    at = purge["slice"]
+    before = slices[:at]
+    after = slices[at:]
+    base = median(before)
+    later = [r for r in renders["renders"] if r[0] >= purge_unix]
+    pages = {path for _, path in later}
+    return {
+        "slices": slices,
+        "slices_miss": load["slices_MISS"],
+        "slices_stale": load["slices_STALE"],
+        "purge_slice": at,
+        "slice_before": base,
+        "worst_after": min(after) if after else None,
+        "worst_ratio": min(after) / base if after and base else None,
+        "renders_before": len(renders["renders"]) - len(later),
+        "renders_after": len(later),
+        "pages_rendered_after": len(pages),
+        "renders_per_page": len(later) / len(pages) if pages else None,
+        "pages_regenerated": load["after_purge"]["pages_regenerated"],
+        "pages_requested": load["after_purge"]["pages_requested"],
+        "last_regenerated_s": load["after_purge"]["last_regenerated_s"],
+        "p99": load["latency_ms"]["p99"],
+        "p99_after": load["latency_after_ms"]["p99"],
+        "max_after": load["latency_after_ms"]["max"],
+        "wakeup": load["wakeup_ms"],
+        "statuses_before": load["statuses_before"],
+        "statuses_after": load["statuses_after"],
+        "purge_ms": (purge["answered_s"] - purge["sent_s"]) * 1e3,
+        "purge_body": purge["body"],
+        "requests": load["requests"],
+        "seconds": load["seconds"],
+        "clients": load["clients"],
+        "pages": load["pages"],
+        "zipf": load["zipf"],
+        "warm": load.get("warm", {}),
+    }
+
+
+def cmd_stampede(load_file, renders_file, way, results):
+    """Checks a run of case 7 and adds its measures to the results; with
+    errors (failed connections, other statuses than 200, a failed purge),
+    they are recorded too and shown in the report, and the exit status is 3
+    (ci/bench goes on with the other ways, then fails)."""
+    with open(load_file) as f:
+        load = json.load(f)
+    with open(renders_file) as f:
+        renders = json.load(f)
+    problems = []
+    if load["requests"] == 0:
+        problems.append("no request completed")
+    if load["errors"]:
+        problems.append(f"{load['errors']} errors ({load['first_error']})")
+    if load["non200"]:
+        problems.append(f"{load['non200']} responses were not 200")
+    if load["body_min"] < 4096:
+        problems.append(f"a response of {load['body_min']} bytes (the pages have about 5 KB)")
+    purge = load.get("purge") or {}
+    if purge.get("status") != 200 or '"status":"ok"' not in purge.get("body", ""):
+        problems.append(f"purge: {purge.get('status')} {purge.get('error') or purge.get('body')}")
+    if problems:
+        print(f"bench: stampede/{way}: " + "; ".join(problems), file=sys.stderr)
+    try:
+        m = stampede(load, renders)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        sys.exit(f"bench: stampede/{way}: incomplete results ({e!r})")
+    wake = m["wakeup"]
+    print(
+        f"    stampede   {way:<8} {median(m['slices']):>10.0f} req/s (median slice)"
+        f"  worst after purge {m['worst_ratio']:.2f} × before"
+        f"  renders/page {fmt(m['renders_per_page'], '.2f')} ({m['renders_after']}"
+        f" / {m['pages_rendered_after']})  p99 {m['p99']:.1f} ms, after {m['p99_after']:.1f} ms"
+        f"  wake-up p50 {fmt(wake['p50'], '.2f')} p99 {fmt(wake['p99'], '.2f')} ms"
+        f" ({wake['waiters']} waiters)",
+        file=sys.stderr,
+    )
+    print(f"               slices: {' '.join(f'{x:.0f}' for x in m['slices'])}", file=sys.stderr)
+    m.update(kind="stampede", way=way, problems="; ".join(problems))
+    with open(results, "a") as f:
+        f.write(json.dumps(m) + "\n")
+    if problems:
+        sys.exit(3)
+
+
+def purge_mode(body):
+    try:
+        return json.loads(body).get("mode", "?")
+    except ValueError:
+        return "?"
+
+
+def stampede_report(ways, info):
+    """Case 7's section of the report: the three ways side by side."""
+    present = [(key, label) for key, label in WAYS if key in ways]
+    if not present:
+        return []
+    lines = []
+    out = lines.append
+    first = ways[present[0][0]]
+    app = ""
+    if "stampede_app_workers" in info:
+        workers, ms = int(info["stampede_app_workers"]), int(info["stampede_app_ms"])
+        app = (f" an app that renders {workers} pages at once, {ms} ms each "
+               f"(about {workers * 1000 // ms} pages/s, `bench_app.py serve-limited`);")
+    out(f"Case 7, a purge under load: {first['pages']} pages, {first['clients']} clients "
+        f"(`tools/src/bin/loadgen.rs`, one thread and kept-alive connection each, "
+        f"pages by Zipf's law, s = {first['zipf']:g});{app} every page generated first, "
+        f"then {first['seconds']:g} s of load with a whole-tree purge at "
+        f"{first['purge_slice']} s; each way on a tree of its own, in turn.")
+    out("")
+    out("| Second | " + " | ".join(label for _, label in present) + " |")
+    out("| ---: | " + " | ".join("---:" for _ in present) + " |")
+    n = max(len(ways[key]["slices"]) for key, _ in present)
+    for i in range(n):
+        second = f"{i}" + (" (purge)" if i == first["purge_slice"] else "")
+        cells = []
+        for key, _ in present:
+            m = ways[key]
+            if i >= len(m["slices"]):
+                cells.append("")
+                continue
+            cell = f"{m['slices'][i]:,.0f}"
+            extra = []
+            if m["slices_miss"][i]:
+                extra.append(f"{m['slices_miss'][i]:,} MISS")
+            if m["slices_stale"][i]:
+                extra.append(f"{m['slices_stale'][i]:,} STALE")
+            cells.append(cell + (f" ({', '.join(extra)})" if extra else ""))
+        out(f"| {second} | " + " | ".join(cells) + " |")
+    out("")
+    out("Requests/s answered in each second of the run (with the `MISS` and "
+        "`STALE` responses among them, from `X-Static-Gen`).")
+    out("")
+
+    def row(label, cell, target=""):
+        out(f"| {label} | " + " | ".join(cell(ways[key], key) for key, _ in present)
+            + f" | {target} |")
+
+    def verdict(value, target, ok_ways, key, at_most=False):
+        if value is None or key not in ok_ways:
+            return ""
+        value = round(value, 2)  # as shown
+        ok = value <= target if at_most else value >= target
+        return " (yes)" if ok else " (**no**)"
+
+    out("| Measure | " + " | ".join(label for _, label in present) + " | Target |")
+    out("| --- | " + " | ".join("---:" for _ in present) + " | --- |")
+    target, ok_ways = RENDERS_TARGET
+    row("upstream requests per regenerated page after the purge (renders / pages)",
+        lambda m, k: f"{fmt(m['renders_per_page'], '.2f')} ({m['renders_after']:,} / "
+        f"{m['pages_rendered_after']:,})" + verdict(m["renders_per_page"], target, ok_ways, k, True),
+        f"≤ {target:.2f} with the lock")
+    target, ok_ways = SLICE_TARGET
+    row("worst second after the purge / median second before",
+        lambda m, k: f"{fmt(m['worst_ratio'], '.2f')} × ({m['worst_after']:,.0f} / "
+        f"{m['slice_before']:,.0f})" + verdict(m["worst_ratio"], target, ok_ways, k),
+        f"≥ {target:.2f} × with lock and stale")
+    row("latency p99, whole run / after the purge",
+        lambda m, k: f"{m['p99']:.1f} / {m['p99_after']:.1f} ms")
+    row("slowest response after the purge", lambda m, k: f"{m['max_after']:,.0f} ms")
+    row("waiters' wake-up after the page's `MISS`: median / p99 (waiters)",
+        lambda m, k: (f"{fmt(m['wakeup']['p50'], '.2f')} / {fmt(m['wakeup']['p99'], '.2f')} ms "
+                      f"({m['wakeup']['waiters']:,})") if m["wakeup"]["waiters"] else "no waiters")
+    row("pages regenerated after the purge / requested",
+        lambda m, k: f"{m['pages_regenerated']} / {m['pages_requested']}")
+    row("last page regenerated, after the purge",
+        lambda m, k: f"{fmt(m['last_regenerated_s'], '.2f')} s")
+    row("responses after the purge: HIT / MISS / STALE",
+        lambda m, k: " / ".join(f"{m['statuses_after'][g]:,}" for g in ("HIT", "MISS", "STALE")))
+    row("renders before the purge (all pages were HITs)",
+        lambda m, k: f"{m['renders_before']}", "0")
+    row("purge reply",
+        lambda m, k: f"{m['purge_ms']:.1f} ms, {purge_mode(m['purge_body'])}")
+    if any(ways[key].get("problems") for key, _ in present):
+        row("**errors** (the benchmark failed)", lambda m, k: m.get("problems") or "none", "none")
+    out("")
+    out("Upstream requests per page: the app's renders whose request arrived "
+        "after the purge was sent, over the distinct pages among them. "
+        "Wake-up: for each page, from the first response after the purge that "
+        "regenerated it (`MISS`) to the responses of the requests for it that "
+        "were sent before that one arrived and were answered `HIT` after it "
+        "(the lock's waiters), as the clients saw them.")
+    return lines
+
+
+# --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
@@ -282,15 +491,17 @@ RATIOS = [
 
 
 def load(results):
-    runs, values = {}, {}
+    runs, values, ways = {}, {}, {}
     with open(results) as f:
         for line in f:
             rec = json.loads(line)
             if rec["kind"] == "run":
                 runs.setdefault((rec["case"], rec["variant"]), []).append(rec)
+            elif rec["kind"] == "stampede":
+                ways[rec["way"]] = rec
             else:
                 values.setdefault(rec["name"], []).append(rec["value"])
-    return runs, values
+    return runs, values, ways
 
 
 def median(xs):
@@ -313,7 +524,7 @@ def met(value, target, below=False):
 
 
 def report(results):
-    runs, values = load(results)
+    runs, values, ways = load(results)
     info = {k: v[-1] for k, v in values.items()}
     app = "Django under gunicorn" if info.get("app_is_django") else "Python stdlib `http.server` app"
     if "app_page_bytes" in info:
@@ -321,8 +532,9 @@ def report(results):
     lines = []
     out = lines.append
 
-    out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs | Worker CPU µs/req |")
-    out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    if runs:
+        out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs | Worker CPU µs/req |")
+        out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for case_no, case, variant, label in ROWS:
         rs = runs.get((case, variant))
         if not rs:
@@ -334,13 +546,14 @@ def report(results):
             f"| {median([r['p50'] for r in rs]):.3f} | {median([r['p99'] for r in rs]):.3f} "
             f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f', '')} |"
         )
-    out("")
-    out("Requests/s, p50 and p99 are medians over the runs; spread is "
-        "(max - min) / median of the requests/s. Worker CPU is the measured "
-        "nginx worker's user and system time per request (median over the "
-        "runs), in the cases measured one server at a time (1-4; not the app "
-        "alone, which nginx does not serve).")
-    out("")
+    if runs:
+        out("")
+        out("Requests/s, p50 and p99 are medians over the runs; spread is "
+            "(max - min) / median of the requests/s. Worker CPU is the measured "
+            "nginx worker's user and system time per request (median over the "
+            "runs), in the cases measured one server at a time (1-4; not the app "
+            "alone, which nginx does not serve).")
+        out("")
 
     def ratio(case, num, den):
         a = runs.get((case, num))
@@ -351,6 +564,7 @@ def report(results):
 
     out("| Measure | Result | Target | Met |")
     out("| --- | ---: | --- | --- |")
+    measures = len(lines)
     for label, case, num, den, target in RATIOS:
         value = ratio(case, num, den)
         if value is None:
@@ -400,6 +614,13 @@ def report(results):
         stored, answered = sum(values["miss_stored"]), sum(values["miss_requests"])
         out(f"| module MISS runs: pages stored / responses | "
             f"{stored:,.0f} / {answered:,.0f} | all | {met(stored, answered)} |")
+    if len(lines) == measures:  # no measure: no table
+        del lines[-2:]
+    stampede_lines = stampede_report(ways, info)
+    if stampede_lines:
+        if lines:
+            out("")
+        lines.extend(stampede_lines)
     return "\n".join(lines) + "\n"
 
 
@@ -436,6 +657,7 @@ def main():
         "last": cmd_last,
         "monitor": cmd_monitor,
         "others": cmd_others,
+        "stampede": cmd_stampede,
         "report": lambda results: sys.stdout.write(report(results)),
         "write": cmd_write,
     }
