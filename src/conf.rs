@@ -7,12 +7,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nginx_sys::{
-    ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot,
-    ngx_conf_set_off_slot, ngx_conf_set_sec_slot, ngx_conf_t, ngx_flag_t, ngx_hash_key_t,
-    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_http_core_srv_conf_t, ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_msec_t,
-    ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    ngx_array_t, ngx_command_t, ngx_conf_full_name, ngx_conf_post_t, ngx_conf_set_flag_slot,
+    ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_off_slot, ngx_conf_set_sec_slot,
+    ngx_conf_t, ngx_flag_t, ngx_hash_key_t, ngx_http_compile_complex_value,
+    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_core_srv_conf_t,
+    ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t,
+    off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
 };
 use ngx::core::NGX_CONF_OK;
@@ -59,6 +60,8 @@ pub(crate) struct StaticGenConf {
     valid: time_t,
     /// `static_gen_stale`, seconds; 0 for never stale.
     stale: time_t,
+    /// `static_gen_stale_updates`.
+    stale_updates: ngx_uint_t,
     /// `static_gen_lock`, an `ngx_flag_t` set by nginx's flag slot.
     lock: ngx_flag_t,
     /// `static_gen_lock_timeout`, milliseconds.
@@ -115,6 +118,7 @@ pub(crate) enum Root {
 const NGX_CONF_UNSET_PTR: *mut ngx_array_t = NGX_CONF_UNSET as usize as *mut ngx_array_t;
 const DEFAULT_MAX_SIZE: off_t = 8 * 1024 * 1024;
 const DEFAULT_LOCK_TIMEOUT: ngx_msec_t = 5000;
+const DEFAULT_STALE_UPDATES: ngx_uint_t = 2;
 const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 const DEFAULT_TYPES: &[&str] = &["text/html"];
 
@@ -133,6 +137,7 @@ impl Default for StaticGenConf {
             access: None,
             valid: NGX_CONF_UNSET as time_t,
             stale: NGX_CONF_UNSET as time_t,
+            stale_updates: NGX_CONF_UNSET as ngx_uint_t,
             lock: NGX_CONF_UNSET as ngx_flag_t,
             lock_timeout: NGX_CONF_UNSET_MSEC,
             bypass: NGX_CONF_UNSET_PTR,
@@ -198,6 +203,11 @@ impl StaticGenConf {
             .unwrap_or_else(|| DEFAULT.get_or_init(CompressConfig::default))
     }
 
+    /// `static_gen_stale_updates`: stale pages a worker regenerates at once.
+    pub(crate) fn stale_updates(&self) -> usize {
+        self.stale_updates
+    }
+
     /// `static_gen_lock on`.
     pub(crate) fn lock(&self) -> bool {
         self.lock == 1
@@ -225,7 +235,25 @@ const fn directive(name: ngx_str_t, type_: u32, set: SetHandler, offset: usize) 
     }
 }
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 18] = [
+/// Checks a number directive is 1 or more, naming the directive.
+unsafe extern "C" fn at_least_one(
+    cf: *mut ngx_conf_t,
+    _post: *mut c_void,
+    data: *mut c_void,
+) -> *mut c_char {
+    let cf = &*cf;
+    if *data.cast::<ngx_int_t>() >= 1 {
+        return NGX_CONF_OK;
+    }
+    let name = cf.args().first().copied().unwrap_or_default();
+    cf.emerg(format_args!("\"{name}\" must be at least 1"))
+}
+
+static mut AT_LEAST_ONE: ngx_conf_post_t = ngx_conf_post_t {
+    post_handler: Some(at_least_one),
+};
+
+pub(crate) static mut COMMANDS: [ngx_command_t; 19] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -292,6 +320,15 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 18] = [
         ngx_conf_set_sec_slot,
         mem::offset_of!(StaticGenConf, stale),
     ),
+    ngx_command_t {
+        post: ptr::addr_of_mut!(AT_LEAST_ONE).cast(),
+        ..directive(
+            ngx_string!("static_gen_stale_updates"),
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            ngx_conf_set_num_slot,
+            mem::offset_of!(StaticGenConf, stale_updates),
+        )
+    },
     directive(
         ngx_string!("static_gen_lock"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -702,6 +739,13 @@ impl StaticGenConf {
                     above
                 };
             }
+        }
+        if self.stale_updates == NGX_CONF_UNSET as ngx_uint_t {
+            self.stale_updates = if prev.stale_updates == NGX_CONF_UNSET as ngx_uint_t {
+                DEFAULT_STALE_UPDATES
+            } else {
+                prev.stale_updates
+            };
         }
         if self.lock == NGX_CONF_UNSET as ngx_flag_t {
             self.lock = if prev.lock == NGX_CONF_UNSET as ngx_flag_t {

@@ -14,16 +14,35 @@ use crate::{notify, wait};
 pub(crate) struct PageLock {
     tree: Rc<Tree>,
     key: u64,
+    /// Regenerating a page that is served stale meanwhile (counted).
+    stale_update: bool,
+}
+
+thread_local! {
+    /// Stale pages this worker's requests regenerate now.
+    static STALE_UPDATES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many stale pages this worker regenerates now.
+pub(crate) fn stale_updates() -> usize {
+    STALE_UPDATES.with(Cell::get)
 }
 
 impl PageLock {
-    /// Tries to take the lock of the page with `key`.
-    pub(crate) fn take(tree: &Rc<Tree>, key: u64) -> Result<PageLock, Lock> {
+    /// Tries to take the lock of the page with `key`; `stale_update` when
+    /// the page is served stale meanwhile.
+    pub(crate) fn take(tree: &Rc<Tree>, key: u64, stale_update: bool) -> Result<PageLock, Lock> {
         match tree.state().lock(key, me()) {
-            Lock::Acquired => Ok(PageLock {
-                tree: tree.clone(),
-                key,
-            }),
+            Lock::Acquired => {
+                if stale_update {
+                    STALE_UPDATES.with(|n| n.set(n.get() + 1));
+                }
+                Ok(PageLock {
+                    tree: tree.clone(),
+                    key,
+                    stale_update,
+                })
+            }
             other => Err(other),
         }
     }
@@ -31,6 +50,9 @@ impl PageLock {
 
 impl Drop for PageLock {
     fn drop(&mut self) {
+        if self.stale_update {
+            STALE_UPDATES.with(|n| n.set(n.get().saturating_sub(1)));
+        }
         let me = me();
         let tree_id = self.tree.state().tree_id();
         for pid in self.tree.state().unlock(self.key, me) {

@@ -135,6 +135,35 @@ fn storage_directives() {
 }
 
 #[test]
+fn lock_and_stale_directives() {
+    let (ok, output) = config_test(&server(
+        "static_gen on; static_gen_root /tmp/x; static_gen_lock on; \
+         static_gen_lock_timeout 2s; static_gen_stale 30s; static_gen_stale_updates 4;",
+    ));
+    assert!(ok, "{output}");
+    rejected("static_gen_lock maybe;", &["static_gen_lock", "maybe"]);
+    rejected(
+        "static_gen_lock_timeout soon;",
+        &["static_gen_lock_timeout", "invalid value"],
+    );
+    rejected(
+        "static_gen_stale forever;",
+        &["static_gen_stale", "invalid value"],
+    );
+    rejected(
+        "static_gen_stale_updates 0;",
+        &[
+            "static_gen_stale_updates",
+            "\"static_gen_stale_updates\" must be at least 1",
+        ],
+    );
+    rejected(
+        "static_gen_stale_updates many;",
+        &["static_gen_stale_updates", "invalid number"],
+    );
+}
+
+#[test]
 fn duplicates_and_wrong_places() {
     rejected(
         "static_gen_root /a; static_gen_root /b;",

@@ -24,6 +24,7 @@ const CONF: &str = r#"
             static_gen_lock {{lock}};
             static_gen_lock_timeout {{timeout}};
             static_gen_stale {{stale}};
+            static_gen_stale_updates {{updates}};
             add_header X-Static-Gen $static_gen_status always;
             proxy_read_timeout 30s;
             proxy_pass http://127.0.0.1:{{up}};
@@ -107,6 +108,7 @@ fn nginx(app: &App, lock: &str, timeout: &str, stale: &str) -> Nginx {
         .var("lock", lock)
         .var("timeout", timeout)
         .var("stale", stale)
+        .var("updates", 2)
 }
 
 fn render(r: &Response) -> usize {
@@ -351,6 +353,57 @@ fn after_a_soft_purge_one_request_regenerates_and_the_others_get_the_stale_page(
     let fresh = get(port, "/s/");
     assert_eq!(fresh.sg_status(), "HIT");
     assert_eq!(render(&fresh), 2);
+}
+
+/// A purge of many pages: each worker regenerates at most
+/// `static_gen_stale_updates` of them at once and serves the others stale
+/// at once, so the clients are not all held up behind the application.
+#[test]
+fn a_worker_regenerates_at_most_stale_updates_pages_at_once() {
+    let app = App::start(Duration::from_millis(600));
+    let nginx = nginx(&app, "on", "10s", "30s")
+        .var("updates", 1)
+        .start();
+    let port = nginx.port();
+    let paths: Vec<String> = (0..6).map(|i| format!("/many/{i}/")).collect();
+    for path in &paths {
+        get(port, path);
+        assert_eq!(get(port, path).sg_status(), "HIT");
+    }
+    purge(port, "");
+    let started = Instant::now();
+    let barrier = Arc::new(Barrier::new(paths.len()));
+    let clients: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let (barrier, path) = (barrier.clone(), path.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let r = get(port, &path);
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    let responses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let st = statuses(&responses);
+    assert_eq!(st.iter().filter(|s| *s == "MISS").count(), 1, "{st:?}");
+    assert_eq!(st.iter().filter(|s| *s == "STALE").count(), 5, "{st:?}");
+    for (r, at) in &responses {
+        if r.sg_status() == "STALE" {
+            assert!(
+                *at - started < Duration::from_millis(400),
+                "STALE not at once: {r}"
+            );
+        }
+    }
+    assert_eq!(app.renders(), paths.len() + 1);
+    // the slot is free again: the next request of a stale page updates it
+    let next = responses
+        .iter()
+        .position(|(r, _)| r.sg_status() == "STALE")
+        .unwrap();
+    assert_eq!(get(port, &paths[next]).sg_status(), "MISS");
+    assert_eq!(get(port, &paths[next]).sg_status(), "HIT");
 }
 
 #[test]

@@ -284,8 +284,10 @@ impl Nginx {
         self
     }
 
-    /// Adds a `{{name}}` substitution (applied before the built-in ones).
+    /// Adds a `{{name}}` substitution (applied before the built-in ones);
+    /// set again, the last value counts.
     pub fn var(mut self, name: &str, value: impl fmt::Display) -> Self {
+        self.vars.retain(|(n, _)| n != name);
         self.vars.push((name.to_string(), value.to_string()));
         self
     }
