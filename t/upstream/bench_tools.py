@@ -135,7 +135,13 @@ def cmd_body(page):
     with open(page, "rb") as f:
         data = f.read()
     header_end = data.index(b"\n\n") + 2
-    sys.stdout.buffer.write(data[header_end:])
+    body = data[header_end:]
+    # a page with compressed variants ("static_gen 2") names the identity
+    # body's length; the variants follow it
+    for line in data[:header_end].decode("latin-1").splitlines():
+        if line.startswith("identity: "):
+            body = body[: int(line[len("identity: "):])]
+    sys.stdout.buffer.write(body)
 
 
 def cmd_tree(root, template, prefix, count):
