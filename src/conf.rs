@@ -14,7 +14,7 @@ use nginx_sys::{
     ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t,
     off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
     NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
 };
 use ngx::core::NGX_CONF_OK;
 use ngx::http::{
@@ -27,6 +27,7 @@ use static_gen_logic::encoding::{parse_compress, CompressConfig};
 use static_gen_logic::freshness::Lifetimes;
 use static_gen_logic::host::{HostNameError, HostNames};
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
+use static_gen_logic::open_pages::{parse_open_cache, OpenCacheConfig};
 use static_gen_logic::rules::parse_types;
 use static_gen_logic::vars::variable_names;
 
@@ -94,6 +95,16 @@ pub(crate) struct StaticGenMainConf {
     warned_roots: Vec<PathBuf>,
     /// Variables the module's directives use, checked once all are known.
     variables_used: Vec<VariablesUsed>,
+    /// `static_gen_open_cache`.
+    open_cache: Option<OpenCacheConfig>,
+}
+
+impl StaticGenMainConf {
+    /// `static_gen_open_cache` (`max=1024 inactive=60s valid=60s` unless
+    /// set).
+    pub(crate) fn open_cache(&self) -> OpenCacheConfig {
+        self.open_cache.unwrap_or_default()
+    }
 }
 
 /// The variables one directive uses, and where.
@@ -253,7 +264,7 @@ static mut AT_LEAST_ONE: ngx_conf_post_t = ngx_conf_post_t {
     post_handler: Some(at_least_one),
 };
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 19] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 20] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -359,6 +370,15 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 19] = [
         set_hosts,
         0,
     ),
+    ngx_command_t {
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        ..directive(
+            ngx_string!("static_gen_open_cache"),
+            NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+            set_open_cache,
+            0,
+        )
+    },
     directive(
         ngx_string!("static_gen_purge"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -622,6 +642,21 @@ directive_handler!(set_access, |cf, conf, args| set_once(
     &args,
     |words: &[&str]| parse_access(words)
 ));
+
+/// `static_gen_open_cache`, on the `http` level's configuration.
+extern "C" fn set_open_cache(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls `set` with the configuration being parsed and,
+    // for this directive (NGX_HTTP_MAIN_CONF_OFFSET), the main one.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<StaticGenMainConf>()) };
+    let args = cf.args().to_vec();
+    set_once(cf, &mut conf.open_cache, &args, |words: &[&str]| {
+        parse_open_cache(words)
+    })
+}
 
 directive_handler!(set_compress, |cf, conf, args| set_once(
     cf,

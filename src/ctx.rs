@@ -2,16 +2,14 @@
 //! destroys the pool) closes the page file and removes an unfinished
 //! temporary file.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
 use static_gen_logic::journal::Mark;
-use static_gen_logic::page::Variants;
+use static_gen_logic::open_pages::OpenPage;
 use static_gen_logic::store::PageWriter;
-use static_gen_logic::tree::{FileTime, Tree};
+use static_gen_logic::tree::Tree;
 
 use crate::conf::StaticGenConf;
 use crate::hit::Representation;
@@ -47,18 +45,8 @@ impl LookupStatus {
     }
 }
 
-/// A generated page opened for a HIT.
-pub(crate) struct HitPage {
-    pub file: File,
-    pub path: PathBuf,
-    pub mtime: i64,
-    pub modified: FileTime,
-    pub body_offset: u64,
-    /// The identity body's length (variants may follow it).
-    pub identity_len: u64,
-    pub variants: Variants,
-    pub content_type: Rc<[u8]>,
-}
+/// A generated page opened for a HIT (kept open by the worker).
+pub(crate) type HitPage = Rc<OpenPage>;
 
 /// Where a MISS would store its page, and under which configuration.
 pub(crate) struct MissPage {

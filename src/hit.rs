@@ -122,7 +122,7 @@ pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<Representat
         let out = &mut r.raw_mut().headers_out;
         out.status = NGX_HTTP_OK as usize;
         out.content_length_n = sent.len as i64;
-        out.last_modified_time = page.mtime;
+        out.last_modified_time = page.mtime();
         out.content_type_len = mime_type(&page.content_type).len();
         out.content_type = content_type;
         out.content_type_lowcase = core::ptr::null_mut();
@@ -136,7 +136,7 @@ pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<Representat
         // variants' tags equal (If-None-Match would answer 304 for another)
         let tag = format!(
             "\"{:x}-{:x}-{}\"",
-            page.mtime,
+            page.mtime(),
             sent.len,
             sent.encoding.token()
         );

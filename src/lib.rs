@@ -27,6 +27,7 @@ mod lock;
 mod log;
 mod lookup;
 mod notify;
+mod pages;
 mod purge;
 mod store;
 mod tree;
@@ -71,6 +72,7 @@ extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     };
     notify::open();
+    pages::start(cycle, main.open_cache());
     tree::open_at_start(&main.roots);
     if let Err(err) = clean_in_background(main.roots.clone(), worker == 0) {
         log::log_errno(
@@ -83,9 +85,11 @@ extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     Status::NGX_OK.into()
 }
 
-/// A worker leaves the event loop: its wake-up socket and watches close.
+/// A worker leaves the event loop: its wake-up socket, watches and kept
+/// pages close.
 extern "C" fn exit_worker(_cycle: *mut ngx_cycle_t) {
     notify::close();
+    pages::stop();
 }
 
 unsafe impl HttpModuleMainConf for StaticGenModule {

@@ -2,10 +2,6 @@
 //! part, look for its page, and when there is a fresh one, replace the
 //! location's content handler with the one in `hit` that serves it.
 
-use std::cell::RefCell;
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -20,9 +16,9 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, R
 use static_gen_logic::freshness::{freshness, Freshness};
 use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
-use static_gen_logic::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, MAX_HEADER_LEN};
+use static_gen_logic::open_pages::OpenError;
 use static_gen_logic::path::{check_canonical, page_file, PathError};
-use static_gen_logic::tree::{now, path_key, FileTime, Holding, Lock, PageKeys, Tree, TreeError};
+use static_gen_logic::tree::{now, path_key, Holding, Lock, PageKeys, Tree, TreeError};
 
 use crate::conf::StaticGenConf;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
@@ -31,6 +27,7 @@ use crate::hit;
 use crate::lock::{self, PageLock};
 use crate::log::{log_errno, log_tree_error};
 use crate::notify;
+use crate::pages;
 use crate::tree::{self, expand_root};
 use crate::wait::Wait;
 use crate::StaticGenModule;
@@ -184,14 +181,14 @@ impl Found {
 
 /// Looks for the page in `tree`: fresh, stale (missing, purged since it
 /// was written, expired), or a file the module does not serve.
-fn find(r: &Request, conf: &StaticGenConf, tree: &Tree, rel: &[u8]) -> Found {
+fn find(r: &Request, conf: &StaticGenConf, tree: &Rc<Tree>, rel: &[u8]) -> Found {
     let missing = |status| {
         Found::Stale(StalePage {
             status,
             servable: None,
         })
     };
-    match open_page(tree, rel) {
+    match pages::open(tree, rel) {
         Ok(page) => {
             let purged = tree.state().staleness(&PageKeys::of(rel), page.modified);
             match freshness(page.modified, purged, conf.lifetimes(), now()) {
@@ -408,77 +405,4 @@ fn ask_identity(r: &mut Request) -> Vec<(*mut ngx_table_elt_t, ngx_str_t)> {
 
 fn debug_bypass(r: &Request, err: PathError) {
     ngx::ngx_log_debug_http!(r, "static_gen: bypass: {}", err);
-}
-
-enum OpenError {
-    Missing,
-    Foreign,
-    Io(io::Error),
-}
-
-thread_local! {
-    /// Headers of pages served by this worker.
-    static HEADERS: RefCell<HeaderCache> = RefCell::new(HeaderCache::default());
-}
-
-/// Reads a page's header: most fit in the first bytes, none in more than
-/// [`MAX_HEADER_LEN`].
-fn read_header(file: &File, size: u64) -> Result<HeaderInfo, OpenError> {
-    const FIRST_READ: usize = 512;
-    let mut start = [0u8; MAX_HEADER_LEN];
-    let mut len = 0;
-    for want in [FIRST_READ, MAX_HEADER_LEN] {
-        let want = want.min(size as usize);
-        if want <= len {
-            break;
-        }
-        len += file
-            .read_at(&mut start[len..want], len as u64)
-            .map_err(OpenError::Io)?;
-        if let Ok(header) = decode_header(&start[..len]) {
-            return Ok(header.into());
-        }
-    }
-    Err(OpenError::Foreign)
-}
-
-/// Opens a page (never through a symbolic link) and reads its header.
-fn open_page(tree: &Tree, rel: &[u8]) -> Result<HitPage, OpenError> {
-    let file = tree.open_page(rel).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => OpenError::Missing,
-        Some(libc::ELOOP) | Some(libc::EISDIR) | Some(libc::EXDEV) => OpenError::Foreign,
-        _ => OpenError::Io(e),
-    })?;
-    let meta = file.metadata().map_err(OpenError::Io)?;
-    if !meta.is_file() {
-        return Err(OpenError::Foreign);
-    }
-    let version = PageVersion {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.len(),
-        mtime_sec: meta.mtime(),
-        mtime_nsec: meta.mtime_nsec(),
-    };
-    let header = match HEADERS.with(|cache| cache.borrow().get(&version)) {
-        Some(header) => header,
-        None => {
-            let header = read_header(&file, meta.len())?;
-            HEADERS.with(|cache| cache.borrow_mut().insert(version, header.clone()));
-            header
-        }
-    };
-    let identity_len = header
-        .identity_len
-        .unwrap_or_else(|| meta.len().saturating_sub(header.body_offset));
-    Ok(HitPage {
-        content_type: header.content_type,
-        body_offset: header.body_offset,
-        identity_len,
-        variants: header.variants,
-        mtime: meta.mtime(),
-        modified: FileTime::of(&meta),
-        path: tree.display_path(rel),
-        file,
-    })
 }

@@ -164,6 +164,41 @@ fn lock_and_stale_directives() {
 }
 
 #[test]
+fn open_cache_directive() {
+    let with = |http: &str| config_test(&format!("{http} {}", server("static_gen on;")));
+    for good in [
+        "static_gen_open_cache off;",
+        "static_gen_open_cache max=10;",
+        "static_gen_open_cache max=5000 inactive=20s valid=1m;",
+    ] {
+        let (ok, output) = with(good);
+        assert!(ok, "{good}\n{output}");
+    }
+    for (bad, expected) in [
+        ("static_gen_open_cache on;", "\"on\""),
+        ("static_gen_open_cache max=0;", "invalid value \"max=0\""),
+        (
+            "static_gen_open_cache max=9 inactive=soon;",
+            "invalid value \"inactive=soon\"",
+        ),
+        ("static_gen_open_cache max=9 size=1;", "\"size=1\""),
+        (
+            "static_gen_open_cache max=1; static_gen_open_cache max=2;",
+            "duplicate",
+        ),
+    ] {
+        let (ok, output) = with(bad);
+        assert!(!ok, "accepted: {bad}");
+        assert!(output.contains("static_gen_open_cache"), "{output}");
+        assert!(output.contains(expected), "{expected} not in {output}");
+    }
+    rejected(
+        "static_gen_open_cache max=1;",
+        &["\"static_gen_open_cache\" directive is not allowed here"],
+    );
+}
+
+#[test]
 fn duplicates_and_wrong_places() {
     rejected(
         "static_gen_root /a; static_gen_root /b;",

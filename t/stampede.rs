@@ -361,9 +361,7 @@ fn after_a_soft_purge_one_request_regenerates_and_the_others_get_the_stale_page(
 #[test]
 fn a_worker_regenerates_at_most_stale_updates_pages_at_once() {
     let app = App::start(Duration::from_millis(600));
-    let nginx = nginx(&app, "on", "10s", "30s")
-        .var("updates", 1)
-        .start();
+    let nginx = nginx(&app, "on", "10s", "30s").var("updates", 1).start();
     let port = nginx.port();
     let paths: Vec<String> = (0..6).map(|i| format!("/many/{i}/")).collect();
     for path in &paths {

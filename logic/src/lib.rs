@@ -18,6 +18,7 @@ pub mod freshness;
 pub mod host;
 pub mod journal;
 pub mod matcher;
+pub mod open_pages;
 pub mod page;
 pub mod path;
 pub mod purge;

@@ -17,8 +17,17 @@ use crate::access::{dir_mode, DEFAULT_FILE_MODE};
 use crate::journal::{self, Mark};
 use crate::page::PageVersion;
 use crate::tree::{
-    coarse_now, path_key, unique_name, FileTime, PageKeys, Tree, TreeError, TreeLock,
+    coarse_now, path_key, unique_name, FileTime, PageKeys, Tree, TreeError, TreeLock, STATE_FILE,
 };
+
+/// Fails where this process cannot record installs in the tree's state
+/// (a state file it may not write): workers that keep pages open would not
+/// learn of them.
+fn check_installs_recorded(tree: &Tree) -> Result<(), TreeError> {
+    tree.state()
+        .check_writable()
+        .map_err(|e| TreeError::io("record an install in", tree.reserved_path(STATE_FILE), e))
+}
 
 const COPY_CHUNK: usize = 64 * 1024;
 /// Bytes gathered before a write: nginx passes a body in buffers of a few
@@ -163,9 +172,11 @@ impl PageWriter {
     }
 
     /// Renames the complete page to `rel` (a path from
-    /// [`crate::path::page_file`]) in `tree`, creating its directories;
-    /// returns the installed file's version.
+    /// [`crate::path::page_file`]) in `tree`, creating its directories,
+    /// and records the install in the shared state; returns the installed
+    /// file's version.
     pub fn commit(mut self, tree: &Tree, rel: &[u8]) -> Result<PageVersion, TreeError> {
+        check_installs_recorded(tree)?;
         if let Some(expected) = self.limits.expected {
             if expected != self.body_written {
                 return Err(TreeError::Incomplete {
@@ -184,6 +195,7 @@ impl PageWriter {
         let version = self.version()?;
         self.rename_into(tree, rel)?;
         self.committed = true;
+        tree.state().note_install(path_key(rel));
         Ok(version)
     }
 
@@ -211,6 +223,7 @@ impl PageWriter {
         identity: (u64, u64),
         modified: FileTime,
     ) -> Result<bool, TreeError> {
+        check_installs_recorded(tree)?;
         self.flush()?;
         if self.limits.mode & process_umask() != 0 {
             self.file
@@ -279,9 +292,7 @@ impl PageWriter {
         if let Some(purged) = tree.state().staleness(&keys, self.started) {
             self.set_modified(purged.since.just_after())?;
         }
-        let version = self.commit(tree, rel)?;
-        tree.state().note_install(keys.page());
-        Ok(Some(version))
+        self.commit(tree, rel).map(Some)
     }
 
     fn set_modified(&self, time: FileTime) -> Result<(), TreeError> {

@@ -234,7 +234,8 @@ impl SharedState {
         }
     }
 
-    pub(super) fn check_writable(&self) -> io::Result<()> {
+    /// Fails where this process may only read the state.
+    pub fn check_writable(&self) -> io::Result<()> {
         if self.writable {
             Ok(())
         } else {

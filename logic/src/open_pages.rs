@@ -1,0 +1,625 @@
+//! The pages a worker keeps open (`static_gen_open_cache`), so that a hot
+//! page is served with no file system call but the one that sends it.
+//!
+//! As nginx's `open_file_cache`, but with no window in which an old version
+//! is served: an entry is used only while the tree's shared state says that
+//! no other file took the page's place, which every install and replacement
+//! records (its bucket's install generation, read before the page was
+//! opened, must not have moved). Purges need nothing more: the lookup checks
+//! every page against the purge marks, kept open or not. A page changed by
+//! hand, not through the module, is seen once the entry is `valid` old, when
+//! it is opened again by its path.
+//!
+//! Entries that can no longer be served (replaced, purged past any stale
+//! serving, of a retired tree, unused for `inactive`) are closed by
+//! [`OpenPages::sweep`], which the worker runs every second, so that pages
+//! deleted by a purge do not keep their disk space.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use crate::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, Variants, MAX_HEADER_LEN};
+use crate::tree::{path_key, FileTime, PageKeys, Tree};
+
+/// `static_gen_open_cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenCacheConfig {
+    /// Pages kept open at most; 0 for none.
+    pub max: usize,
+    /// Entries unused for this long are closed.
+    pub inactive_ms: u64,
+    /// Entries are opened again by their path once this old.
+    pub valid_ms: u64,
+}
+
+impl Default for OpenCacheConfig {
+    fn default() -> Self {
+        OpenCacheConfig {
+            max: 1024,
+            inactive_ms: 60_000,
+            valid_ms: 60_000,
+        }
+    }
+}
+
+impl OpenCacheConfig {
+    pub fn off() -> Self {
+        OpenCacheConfig {
+            max: 0,
+            ..OpenCacheConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenCacheConfigError {
+    /// Neither `off` nor `max=N` first.
+    Expected(String),
+    BadValue(String),
+    Unknown(String),
+    Duplicate(String),
+}
+
+impl std::fmt::Display for OpenCacheConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenCacheConfigError::Expected(word) => {
+                write!(f, "expected \"off\" or \"max=<number>\", not \"{word}\"")
+            }
+            OpenCacheConfigError::BadValue(word) => write!(f, "invalid value \"{word}\""),
+            OpenCacheConfigError::Unknown(word) => write!(f, "invalid parameter \"{word}\""),
+            OpenCacheConfigError::Duplicate(word) => write!(f, "duplicate parameter \"{word}\""),
+        }
+    }
+}
+
+impl std::error::Error for OpenCacheConfigError {}
+
+/// Parses `off`, or `max=N [inactive=time] [valid=time]` (nginx's time
+/// syntax: `30s`, `1m`, `1h30m`, `500ms`; a bare number is seconds).
+pub fn parse_open_cache<S: AsRef<str>>(
+    args: &[S],
+) -> Result<OpenCacheConfig, OpenCacheConfigError> {
+    let words: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    match words.as_slice() {
+        ["off"] => return Ok(OpenCacheConfig::off()),
+        [first, ..] if !first.starts_with("max=") => {
+            return Err(OpenCacheConfigError::Expected((*first).to_string()))
+        }
+        _ => {}
+    }
+    let mut config = OpenCacheConfig::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for word in words {
+        let (name, value) = word
+            .split_once('=')
+            .ok_or_else(|| OpenCacheConfigError::Unknown(word.to_string()))?;
+        if seen.contains(&name) {
+            return Err(OpenCacheConfigError::Duplicate(word.to_string()));
+        }
+        seen.push(name);
+        let bad = || OpenCacheConfigError::BadValue(word.to_string());
+        match name {
+            "max" => {
+                config.max = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| value.parse().ok())
+                    .flatten()
+                    .filter(|&max| max > 0)
+                    .ok_or_else(bad)?;
+            }
+            "inactive" => config.inactive_ms = parse_time_ms(value).ok_or_else(bad)?,
+            "valid" => config.valid_ms = parse_time_ms(value).ok_or_else(bad)?,
+            _ => return Err(OpenCacheConfigError::Unknown(word.to_string())),
+        }
+    }
+    Ok(config)
+}
+
+/// nginx's time syntax in milliseconds: numbers each followed by a unit
+/// (`ms`, `s`, `m`, `h`, `d`), largest first; a bare number is seconds.
+pub fn parse_time_ms(value: &str) -> Option<u64> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse::<u64>().ok()?.checked_mul(1000);
+    }
+    let mut rest = value;
+    let mut total: u64 = 0;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = match rest.as_bytes() {
+            [b'm', b's', ..] => (1, 2),
+            [b's', ..] => (1000, 1),
+            [b'm', ..] => (60_000, 1),
+            [b'h', ..] => (3_600_000, 1),
+            [b'd', ..] => (86_400_000, 1),
+            _ => return None,
+        };
+        if unit >= last_unit {
+            return None;
+        }
+        last_unit = unit;
+        rest = &rest[len..];
+        total = total.checked_add(number.checked_mul(unit)?)?;
+    }
+    (!value.is_empty()).then_some(total)
+}
+
+/// A page file opened for HITs, with what its header says.
+#[derive(Debug)]
+pub struct OpenPage {
+    pub file: File,
+    /// For log lines.
+    pub path: PathBuf,
+    pub modified: FileTime,
+    pub body_offset: u64,
+    /// The identity body's length (variants may follow it).
+    pub identity_len: u64,
+    pub variants: Variants,
+    pub content_type: Rc<[u8]>,
+}
+
+/// Why a page could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No page there.
+    Missing,
+    /// Something the module does not serve: not a page file, or a path
+    /// through a symbolic link.
+    Foreign,
+    Io(io::Error),
+}
+
+impl OpenPage {
+    /// Opens the page `rel` of `tree` (never through a symbolic link) and
+    /// reads its header, unless `headers` knows this version's.
+    pub fn open(tree: &Tree, rel: &[u8], headers: &mut HeaderCache) -> Result<OpenPage, OpenError> {
+        let file = tree.open_page(rel).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => OpenError::Missing,
+            Some(libc::ELOOP | libc::EISDIR | libc::EXDEV) => OpenError::Foreign,
+            _ => OpenError::Io(e),
+        })?;
+        let meta = file.metadata().map_err(OpenError::Io)?;
+        if !meta.is_file() {
+            return Err(OpenError::Foreign);
+        }
+        let version = PageVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        };
+        let header = match headers.get(&version) {
+            Some(header) => header,
+            None => {
+                let header = read_header(&file, meta.len())?;
+                headers.insert(version, header.clone());
+                header
+            }
+        };
+        let identity_len = header
+            .identity_len
+            .unwrap_or_else(|| meta.len().saturating_sub(header.body_offset));
+        Ok(OpenPage {
+            content_type: header.content_type,
+            body_offset: header.body_offset,
+            identity_len,
+            variants: header.variants,
+            modified: FileTime::of(&meta),
+            path: tree.display_path(rel),
+            file,
+        })
+    }
+
+    /// `Last-Modified`, in seconds.
+    pub fn mtime(&self) -> i64 {
+        self.modified.sec
+    }
+}
+
+/// Reads a page's header: most fit in the first bytes, none in more than
+/// [`MAX_HEADER_LEN`].
+fn read_header(file: &File, size: u64) -> Result<HeaderInfo, OpenError> {
+    const FIRST_READ: usize = 512;
+    let mut start = [0u8; MAX_HEADER_LEN];
+    let mut len = 0;
+    for want in [FIRST_READ, MAX_HEADER_LEN] {
+        let want = want.min(size as usize);
+        if want <= len {
+            break;
+        }
+        len += file
+            .read_at(&mut start[len..want], len as u64)
+            .map_err(OpenError::Io)?;
+        if let Ok(header) = decode_header(&start[..len]) {
+            return Ok(header.into());
+        }
+    }
+    Err(OpenError::Foreign)
+}
+
+/// One page kept open.
+struct Entry {
+    page: Rc<OpenPage>,
+    /// Its bucket's install generation, read before it was opened.
+    generation: u64,
+    /// When it was opened by its path.
+    opened_ms: u64,
+    used_ms: u64,
+    /// For evictions, least recently used first.
+    used_tick: u64,
+}
+
+/// The pages kept open of one tree.
+struct TreePages {
+    tree: Rc<Tree>,
+    pages: HashMap<Box<[u8]>, Entry>,
+}
+
+/// A worker's open pages, by tree (its id) and page file.
+pub struct OpenPages {
+    config: OpenCacheConfig,
+    trees: HashMap<u64, TreePages>,
+    len: usize,
+    tick: u64,
+    /// Headers of pages opened, also those not kept.
+    headers: HeaderCache,
+}
+
+impl OpenPages {
+    /// A cache as configured, holding at most `limit` pages (the share of
+    /// the worker's open-file limit it may use).
+    pub fn new(config: OpenCacheConfig, limit: usize) -> Self {
+        OpenPages {
+            config: OpenCacheConfig {
+                max: config.max.min(limit),
+                ..config
+            },
+            trees: HashMap::new(),
+            len: 0,
+            tick: 0,
+            headers: HeaderCache::default(),
+        }
+    }
+
+    /// Pages kept open now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The page `rel` of `tree`: the one kept open while no other file took
+    /// its place, else opened now (and kept). `now_ms` is a monotonic
+    /// clock. When descriptors run out, half the kept pages are closed and
+    /// the page opened again.
+    pub fn open(
+        &mut self,
+        tree: &Rc<Tree>,
+        rel: &[u8],
+        now_ms: u64,
+    ) -> Result<Rc<OpenPage>, OpenError> {
+        let key = path_key(rel);
+        if let Some(page) = self.kept(tree, rel, key, now_ms) {
+            return Ok(page);
+        }
+        let generation = tree.state().install_generation(key);
+        let page = match OpenPage::open(tree, rel, &mut self.headers) {
+            Err(OpenError::Io(e)) if out_of_descriptors(&e) && !self.is_empty() => {
+                self.shrink(self.len / 2 + 1);
+                OpenPage::open(tree, rel, &mut self.headers)
+            }
+            other => other,
+        };
+        let page = Rc::new(page?);
+        self.keep(tree, rel, generation, page.clone(), now_ms);
+        Ok(page)
+    }
+
+    /// The entry of `rel`, if it is still the page's file.
+    fn kept(&mut self, tree: &Tree, rel: &[u8], key: u64, now_ms: u64) -> Option<Rc<OpenPage>> {
+        let state = tree.state();
+        let pages = &mut self.trees.get_mut(&state.tree_id())?.pages;
+        let entry = pages.get_mut(rel)?;
+        let current = entry.generation == state.install_generation(key)
+            && now_ms.saturating_sub(entry.opened_ms) < self.config.valid_ms;
+        if !current {
+            pages.remove(rel);
+            self.len -= 1;
+            return None;
+        }
+        self.tick += 1;
+        entry.used_tick = self.tick;
+        entry.used_ms = now_ms;
+        Some(entry.page.clone())
+    }
+
+    fn keep(
+        &mut self,
+        tree: &Rc<Tree>,
+        rel: &[u8],
+        generation: u64,
+        page: Rc<OpenPage>,
+        now_ms: u64,
+    ) {
+        if self.config.max == 0 || !tree.state().writable() {
+            return;
+        }
+        if self.len >= self.config.max {
+            // an eighth at a time: evicting costs a pass over the entries
+            self.shrink(self.config.max / 8 + 1);
+        }
+        self.tick += 1;
+        let entry = Entry {
+            page,
+            generation,
+            opened_ms: now_ms,
+            used_ms: now_ms,
+            used_tick: self.tick,
+        };
+        let tree_pages = self
+            .trees
+            .entry(tree.state().tree_id())
+            .or_insert_with(|| TreePages {
+                tree: tree.clone(),
+                pages: HashMap::new(),
+            });
+        if tree_pages.pages.insert(rel.into(), entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Closes the `n` least recently used pages.
+    pub fn shrink(&mut self, n: usize) {
+        if n >= self.len {
+            self.trees.clear();
+            self.len = 0;
+            return;
+        }
+        let mut ticks: Vec<u64> = self
+            .trees
+            .values()
+            .flat_map(|t| t.pages.values().map(|e| e.used_tick))
+            .collect();
+        let (_, &mut oldest_kept, _) = ticks.select_nth_unstable(n);
+        self.retain(|_, (_, entry)| entry.used_tick >= oldest_kept);
+    }
+
+    /// Closes the pages that cannot be served any more: replaced, purged
+    /// past any stale serving, of a retired tree, or unused for `inactive`.
+    /// `now` is the wall clock of purge marks. Returns how many it closed.
+    pub fn sweep(&mut self, now_ms: u64, now: FileTime) -> usize {
+        let before = self.len;
+        let inactive_ms = self.config.inactive_ms;
+        self.trees.retain(|_, t| !t.tree.state().retired());
+        self.retain(|tree, (rel, entry)| {
+            let state = tree.state();
+            let keys = PageKeys::of(rel);
+            let purged = state
+                .staleness(&keys, entry.page.modified)
+                .is_some_and(|s| {
+                    let stale_ms = now.as_nanos().saturating_sub(s.since.as_nanos()) / 1_000_000;
+                    s.hard || stale_ms >= state.max_stale_ms()
+                });
+            entry.generation == state.install_generation(keys.page())
+                && now_ms.saturating_sub(entry.used_ms) < inactive_ms
+                && !purged
+        });
+        before - self.len
+    }
+
+    /// Keeps the entries `keep` says yes to, with their tree.
+    fn retain(&mut self, mut keep: impl FnMut(&Tree, (&[u8], &Entry)) -> bool) {
+        let mut len = 0;
+        self.trees.retain(|_, t| {
+            let tree = &t.tree;
+            t.pages.retain(|rel, entry| keep(tree, (rel, entry)));
+            len += t.pages.len();
+            !t.pages.is_empty()
+        });
+        self.len = len;
+    }
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::tests::Scratch;
+
+    #[test]
+    fn parses_the_directive() {
+        assert_eq!(parse_open_cache(&["off"]), Ok(OpenCacheConfig::off()));
+        assert_eq!(
+            parse_open_cache(&["max=10"]),
+            Ok(OpenCacheConfig {
+                max: 10,
+                ..OpenCacheConfig::default()
+            })
+        );
+        assert_eq!(
+            parse_open_cache(&["max=5000", "inactive=20s", "valid=1m30s"]),
+            Ok(OpenCacheConfig {
+                max: 5000,
+                inactive_ms: 20_000,
+                valid_ms: 90_000
+            })
+        );
+        for bad in [
+            &["max=0"][..],
+            &["max=x"],
+            &["max=-1"],
+            &["max=1", "inactive=soon"],
+            &["inactive=1s"],
+            &["max=1", "max=2"],
+            &["max=1", "size=2"],
+            &["off", "max=1"],
+            &["on"],
+        ] {
+            assert!(parse_open_cache(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_nginx_times() {
+        assert_eq!(parse_time_ms("30"), Some(30_000));
+        assert_eq!(parse_time_ms("30s"), Some(30_000));
+        assert_eq!(parse_time_ms("500ms"), Some(500));
+        assert_eq!(parse_time_ms("1h30m"), Some(5_400_000));
+        assert_eq!(parse_time_ms("2d"), Some(172_800_000));
+        for bad in ["", "s", "1x", "30m1h", "1s1s", "-1s", "1.5s"] {
+            assert_eq!(parse_time_ms(bad), None, "{bad}");
+        }
+    }
+
+    /// A new tree, a clock tick old: pages written now are not older than
+    /// its creation (which counts as a purge).
+    fn new_tree(name: &str) -> (Scratch, Rc<Tree>) {
+        let scratch = Scratch::new(name);
+        let tree = Rc::new(Tree::open(&scratch.0).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        (scratch, tree)
+    }
+
+    fn page(tree: &Tree, rel: &str, body: &str) {
+        let uri = format!("/{rel}");
+        let header = crate::page::encode_header(b"text/html", uri.as_bytes()).unwrap();
+        let limits = crate::store::PageLimits::default();
+        let mut writer = crate::store::PageWriter::create(tree, &header, limits).unwrap();
+        writer.write(body.as_bytes()).unwrap();
+        writer.commit(tree, rel.as_bytes()).unwrap();
+    }
+
+    fn body(page: &OpenPage) -> String {
+        let mut buf = vec![0; page.identity_len as usize];
+        page.file.read_exact_at(&mut buf, page.body_offset).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn same(a: &Rc<OpenPage>, b: &Rc<OpenPage>) -> bool {
+        Rc::ptr_eq(a, b)
+    }
+
+    #[test]
+    fn a_kept_page_serves_until_another_file_takes_its_place() {
+        let (_scratch, tree) = new_tree("open-pages");
+        page(&tree, "a.html", "one");
+        let mut cache = OpenPages::new(OpenCacheConfig::default(), usize::MAX);
+        let first = cache.open(&tree, b"a.html", 0).unwrap();
+        assert_eq!(body(&first), "one");
+        assert!(same(&first, &cache.open(&tree, b"a.html", 1).unwrap()));
+        page(&tree, "a.html", "two");
+        let second = cache.open(&tree, b"a.html", 2).unwrap();
+        assert_eq!(body(&second), "two");
+        assert!(!same(&first, &second));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn entries_are_opened_again_once_valid_old() {
+        let (_scratch, tree) = new_tree("open-pages-valid");
+        page(&tree, "a.html", "one");
+        let config = OpenCacheConfig {
+            valid_ms: 100,
+            ..OpenCacheConfig::default()
+        };
+        let mut cache = OpenPages::new(config, usize::MAX);
+        let first = cache.open(&tree, b"a.html", 0).unwrap();
+        assert!(same(&first, &cache.open(&tree, b"a.html", 99).unwrap()));
+        assert!(!same(&first, &cache.open(&tree, b"a.html", 100).unwrap()));
+    }
+
+    #[test]
+    fn bounded_least_recently_used_go_first() {
+        let (_scratch, tree) = new_tree("open-pages-max");
+        for i in 0..20 {
+            page(&tree, &format!("{i}.html"), "x");
+        }
+        let config = OpenCacheConfig {
+            max: 16,
+            ..OpenCacheConfig::default()
+        };
+        let mut cache = OpenPages::new(config, 8);
+        let hot = cache.open(&tree, b"0.html", 0).unwrap();
+        for i in 1..20 {
+            cache
+                .open(&tree, format!("{i}.html").as_bytes(), i)
+                .unwrap();
+            cache.open(&tree, b"0.html", i).unwrap();
+            assert!(cache.len() <= 8, "{}", cache.len());
+        }
+        assert!(same(&hot, &cache.open(&tree, b"0.html", 30).unwrap()));
+    }
+
+    #[test]
+    fn sweeps_close_replaced_purged_and_inactive_pages() {
+        let (_scratch, tree) = new_tree("open-pages-sweep");
+        for name in ["kept.html", "replaced.html", "purged.html", "idle.html"] {
+            page(&tree, name, "x");
+        }
+        let config = OpenCacheConfig {
+            inactive_ms: 1000,
+            ..OpenCacheConfig::default()
+        };
+        let mut cache = OpenPages::new(config, usize::MAX);
+        for name in ["kept.html", "replaced.html", "purged.html", "idle.html"] {
+            cache.open(&tree, name.as_bytes(), 0).unwrap();
+        }
+        cache.open(&tree, b"kept.html", 900).unwrap();
+        cache.open(&tree, b"replaced.html", 900).unwrap();
+        cache.open(&tree, b"purged.html", 900).unwrap();
+        page(&tree, "replaced.html", "y");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        tree.state()
+            .mark_purged(path_key(b"purged.html"), false)
+            .unwrap();
+        assert_eq!(cache.sweep(1000, crate::tree::now()), 3);
+        assert_eq!(cache.len(), 1);
+        // a tree retired closes all its pages
+        tree.state().retire();
+        assert_eq!(cache.sweep(1000, crate::tree::now()), 1);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn soft_purged_pages_stay_open_while_they_may_be_served_stale() {
+        let (_scratch, tree) = new_tree("open-pages-stale");
+        page(&tree, "a.html", "x");
+        tree.state().note_stale_ms(60_000);
+        let mut cache = OpenPages::new(OpenCacheConfig::default(), usize::MAX);
+        cache.open(&tree, b"a.html", 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        tree.state()
+            .mark_purged(path_key(b"a.html"), false)
+            .unwrap();
+        assert_eq!(cache.sweep(1, crate::tree::now()), 0);
+        tree.state().mark_purged(path_key(b"a.html"), true).unwrap();
+        assert_eq!(cache.sweep(2, crate::tree::now()), 1);
+    }
+
+    #[test]
+    fn off_keeps_nothing() {
+        let (_scratch, tree) = new_tree("open-pages-off");
+        page(&tree, "a.html", "x");
+        let mut cache = OpenPages::new(OpenCacheConfig::off(), usize::MAX);
+        let first = cache.open(&tree, b"a.html", 0).unwrap();
+        assert!(!same(&first, &cache.open(&tree, b"a.html", 0).unwrap()));
+        assert!(cache.is_empty());
+    }
+}

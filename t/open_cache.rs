@@ -1,0 +1,317 @@
+//! Pages kept open (`static_gen_open_cache`, issue 14) keep every promise
+//! of pages opened by their path: no older version once a newer one is
+//! installed by any worker, nothing purged once the purge replied (these
+//! run with the cache on, as by default, in `faults.rs` and `stampede.rs`
+//! too), the descriptors of purged pages closed so that their disk space
+//! is freed, and the worker's open-file limit respected.
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONF: &str = r#"
+    {{http}}
+    server {
+        listen 127.0.0.1:{{port}};
+        server_name localhost;
+        keepalive_requests 100000;
+        static_gen_root {{tmp}}/gen;
+        location / {
+            static_gen on;
+            {{extra}}
+            add_header X-Static-Gen $static_gen_status always;
+            proxy_pass http://127.0.0.1:{{up}};
+        }
+        location = /_static_gen/purge {
+            allow 127.0.0.1;
+            deny all;
+            static_gen_purge;
+        }
+    }
+"#;
+
+/// `http` goes into the `http` block, `extra` into the pages' location.
+fn nginx(up: &Upstream, http: &str, extra: &str) -> Nginx {
+    Nginx::new(CONF)
+        .var("up", up.port())
+        .var("http", http)
+        .var("extra", extra)
+}
+
+/// Every response says which render it is: the number only grows.
+fn versioned() -> (Upstream, Arc<AtomicUsize>) {
+    let counter = Arc::new(AtomicUsize::new(1));
+    let rendered = counter.clone();
+    let up = Upstream::start(move |req| {
+        let n = rendered.fetch_add(1, Ordering::SeqCst);
+        let body = format!("{} version={n:08}", req.path);
+        Plan::new().write(http_response(
+            200,
+            &[("Content-Type", "text/html")],
+            body.as_bytes(),
+        ))
+    });
+    (up, counter)
+}
+
+fn version(r: &Response) -> usize {
+    let text = r.text();
+    let v = text.rsplit("version=").next().and_then(|v| v.parse().ok());
+    v.unwrap_or_else(|| panic!("no version in {r}"))
+}
+
+/// One response as a client saw it.
+struct Seen {
+    uri: String,
+    sent: Instant,
+    received: Instant,
+    status: String,
+    version: usize,
+}
+
+/// `clients` threads ask for `uris` in turn until `stop`.
+fn load(port: u16, uris: &[String], clients: usize, stop: &Arc<AtomicBool>) -> Vec<Seen> {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (stop, seen, uris) = (stop.clone(), seen.clone(), uris.to_vec());
+            thread::spawn(move || {
+                let mut i = c;
+                while !stop.load(Ordering::SeqCst) {
+                    let uri = &uris[i % uris.len()];
+                    i += 1;
+                    let sent = Instant::now();
+                    let Ok(r) = try_request(port, &build_request("GET", uri, &[], b"")) else {
+                        continue;
+                    };
+                    assert_eq!(r.status, 200, "{r}");
+                    seen.lock().unwrap().push(Seen {
+                        uri: uri.clone(),
+                        sent,
+                        received: Instant::now(),
+                        status: r.sg_status().to_string(),
+                        version: version(&r),
+                    });
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    Arc::try_unwrap(seen)
+        .ok()
+        .expect("clients joined")
+        .into_inner()
+        .unwrap()
+}
+
+/// Pages expire every second and are stored again by whichever worker
+/// gets the request (one at a time per page, `static_gen_lock`), while
+/// four workers serve them from kept descriptors: once a client was served
+/// a version from the tree, no request sent after it gets an older one.
+#[test]
+fn a_page_installed_by_any_worker_replaces_the_kept_one_at_once() {
+    let (up, _) = versioned();
+    let nginx = nginx(&up, "", "static_gen_valid 1s; static_gen_lock on;")
+        .workers(4)
+        .start();
+    let port = nginx.port();
+    let uris: Vec<String> = (0..4).map(|i| format!("/p/{i}/")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_secs(5));
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut seen = load(port, &uris, 8, &stop);
+    stopper.join().unwrap();
+    seen.sort_by_key(|s| s.received);
+    let mut checked = 0;
+    let mut installs = 0;
+    for uri in &uris {
+        let page: Vec<&Seen> = seen.iter().filter(|s| &s.uri == uri).collect();
+        installs += page.iter().filter(|s| s.status == "EXPIRED").count();
+        for later in &page {
+            // the newest version served from the tree before `later` was sent
+            let newest = page
+                .iter()
+                .take_while(|s| s.received < later.sent)
+                .filter(|s| s.status == "HIT")
+                .map(|s| s.version)
+                .max();
+            if let Some(newest) = newest {
+                checked += 1;
+                assert!(
+                    later.version >= newest,
+                    "{uri}: version {} ({}) served after version {newest} was",
+                    later.version,
+                    later.status
+                );
+            }
+        }
+    }
+    assert!(installs >= 8, "too few re-stores: {installs}");
+    assert!(checked > 500, "too few checks: {checked}");
+    assert!(!nginx.error_log().contains("exited on signal"));
+}
+
+/// The page files `pid` holds open under the tree `root`, and how many of
+/// them were deleted since they were opened (the tree's own directories
+/// and state file are not counted).
+fn descriptors_into(pid: u32, root: &Path) -> (usize, usize) {
+    let reserved = root.join(".static_gen");
+    let mut into = 0;
+    let mut deleted = 0;
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        let page = fs::metadata(fd.path()).is_ok_and(|m| m.is_file());
+        if page && target.starts_with(root) && !target.starts_with(&reserved) {
+            into += 1;
+            deleted += usize::from(target.to_string_lossy().ends_with(" (deleted)"));
+        }
+    }
+    (into, deleted)
+}
+
+/// This process's open-file limit, which nginx inherits.
+fn open_file_limit() -> usize {
+    let limits = fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft = line.split_whitespace().nth(3).unwrap();
+    soft.parse().unwrap_or(usize::MAX)
+}
+
+/// Asks for every uri on kept-alive connections, `threads` at once.
+fn get_all(port: u16, uris: &[String], threads: usize) -> Vec<String> {
+    let chunks: Vec<Vec<String>> = uris
+        .chunks(uris.len().div_ceil(threads))
+        .map(<[String]>::to_vec)
+        .collect();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            thread::spawn(move || {
+                let mut conn = Conn::open(port).unwrap();
+                let mut statuses = Vec::new();
+                for uri in chunk {
+                    let raw = build_request("GET", &uri, &[("Connection", "keep-alive")], b"");
+                    conn.send(&raw).unwrap();
+                    let r = conn.read_response("GET").unwrap();
+                    assert_eq!(r.status, 200, "{r}");
+                    statuses.push(r.sg_status().to_string());
+                }
+                statuses
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+/// 10,000 pages served, so kept open; a whole-tree purge (deleted in the
+/// background) and a prefix purge then leave no descriptor of a purged
+/// page open, so the space of the deleted pages is freed.
+#[test]
+fn purged_pages_are_closed_and_their_space_freed() {
+    let (up, _) = versioned();
+    let limit = open_file_limit();
+    assert!(
+        limit >= 12_000,
+        "this test needs an open-file limit of 12,000 or more (ulimit -n), not {limit}"
+    );
+    let nginx = nginx(&up, "static_gen_open_cache max=20000;", "").start();
+    let port = nginx.port();
+    let uris: Vec<String> = (0..10_000)
+        .map(|i| format!("/n/{}/{i}/", i % 100))
+        .collect();
+    get_all(port, &uris, 4);
+    let statuses = get_all(port, &uris, 4);
+    assert!(statuses.iter().all(|s| s == "HIT"), "not all HITs");
+    let worker = nginx.worker_pids()[0];
+    let root = nginx.path("gen");
+    let (open, _) = descriptors_into(worker, &root);
+    assert!(open >= 10_000, "pages kept open: {open}");
+
+    // a prefix purge closes that directory's pages only
+    let r = post(port, "/_static_gen/purge?prefix=/n/7/", b"");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let (open, deleted) = descriptors_into(worker, &root);
+            open <= 10_000 - 100 && deleted == 0
+        }),
+        "after the prefix purge: {:?}",
+        descriptors_into(worker, &root)
+    );
+    assert!(descriptors_into(worker, &root).0 >= 10_000 - 100 - 10);
+
+    let r = post(port, "/_static_gen/purge", b"");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(
+        wait_until(Duration::from_secs(5), || descriptors_into(worker, &root)
+            == (0, 0)),
+        "after the whole purge: {:?}",
+        descriptors_into(worker, &root)
+    );
+}
+
+/// With `worker_rlimit_nofile 64` (below `worker_connections`), the kept
+/// pages take at most a quarter of it, and every page is still served, from the tree, while clients
+/// hold connections open.
+#[test]
+fn the_open_file_limit_is_respected() {
+    let (up, _) = versioned();
+    let nginx = nginx(&up, "", "")
+        .main_conf("worker_rlimit_nofile 64;")
+        .start();
+    let port = nginx.port();
+    let worker = nginx.worker_pids()[0];
+    let root = nginx.path("gen");
+    let idle: Vec<Conn> = (0..16).map(|_| Conn::open(port).unwrap()).collect();
+    let uris: Vec<String> = (0..200).map(|i| format!("/l/{i}/")).collect();
+    get_all(port, &uris, 2);
+    for _ in 0..3 {
+        let statuses = get_all(port, &uris, 2);
+        assert!(statuses.iter().all(|s| s == "HIT"), "{statuses:?}");
+        let (open, _) = descriptors_into(worker, &root);
+        assert!(open <= 16, "{open} pages kept open");
+        let all = fs::read_dir(format!("/proc/{worker}/fd")).unwrap().count();
+        assert!(all <= 64, "{all} descriptors");
+    }
+    drop(idle);
+    assert!(
+        !nginx.error_log().contains("Too many open files"),
+        "{}",
+        nginx.error_log()
+    );
+}
+
+/// `off` keeps nothing open: every HIT opens its page.
+#[test]
+fn off_keeps_no_page_open() {
+    let (up, _) = versioned();
+    let nginx = nginx(&up, "static_gen_open_cache off;", "").start();
+    let port = nginx.port();
+    let uris: Vec<String> = (0..20).map(|i| format!("/o/{i}/")).collect();
+    get_all(port, &uris, 1);
+    assert!(get_all(port, &uris, 1).iter().all(|s| s == "HIT"));
+    let worker = nginx.worker_pids()[0];
+    assert_eq!(descriptors_into(worker, &nginx.path("gen")).0, 0);
+}
