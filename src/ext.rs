@@ -113,7 +113,11 @@ pub(crate) trait RequestExt {
             data: value.as_ptr().cast_mut(),
         };
         elt.lowcase_key = core::ptr::null_mut();
-        elt.next = core::ptr::null_mut();
+        // headers with the same name are linked from nginx 1.23 on
+        #[cfg(nginx1_23)]
+        {
+            elt.next = core::ptr::null_mut();
+        }
         Some(elt)
     }
 

@@ -188,9 +188,10 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Rc<Tree>, rel: &[u8]) -> Found
             servable: None,
         })
     };
-    match pages::open(tree, rel) {
+    let keys = PageKeys::of(rel);
+    match pages::open(tree, rel, keys.page()) {
         Ok(page) => {
-            let purged = tree.state().staleness(&PageKeys::of(rel), page.modified);
+            let purged = tree.state().staleness(&keys, page.modified);
             match freshness(page.modified, purged, conf.lifetimes(), now()) {
                 Freshness::Fresh => Found::Hit(page),
                 Freshness::Stale { expired, servable } => Found::Stale(StalePage {

@@ -55,14 +55,14 @@ pub(crate) fn stop() {
     PAGES.with(|p| p.borrow_mut().take());
 }
 
-/// The page `rel` of `tree`, kept open or opened now.
-pub(crate) fn open(tree: &Rc<Tree>, rel: &[u8]) -> Result<Rc<OpenPage>, OpenError> {
+/// The page `rel` (whose key is `key`) of `tree`, kept open or opened now.
+pub(crate) fn open(tree: &Rc<Tree>, rel: &[u8], key: u64) -> Result<Rc<OpenPage>, OpenError> {
     // SAFETY: nginx's cached clock, read on its own thread.
     let now_ms = unsafe { ngx_current_msec } as u64;
     PAGES.with(|p| match p.borrow_mut().as_mut() {
-        Some(pages) => pages.open(tree, rel, now_ms),
+        Some(pages) => pages.open(tree, rel, key, now_ms),
         // before the worker started (never for requests): keep nothing
-        None => OpenPages::new(OpenCacheConfig::off(), 0).open(tree, rel, now_ms),
+        None => OpenPages::new(OpenCacheConfig::off(), 0).open(tree, rel, key, now_ms),
     })
 }
 

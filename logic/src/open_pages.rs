@@ -23,7 +23,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::page::{decode_header, HeaderCache, HeaderInfo, PageVersion, Variants, MAX_HEADER_LEN};
-use crate::tree::{path_key, FileTime, PageKeys, Tree};
+use crate::tree::hash::BuildKey;
+use crate::tree::{FileTime, PageKeys, Tree};
 
 /// `static_gen_open_cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +252,8 @@ fn read_header(file: &File, size: u64) -> Result<HeaderInfo, OpenError> {
 
 /// One page kept open.
 struct Entry {
+    /// The page file (keys may collide).
+    rel: Box<[u8]>,
     page: Rc<OpenPage>,
     /// Its bucket's install generation, read before it was opened.
     generation: u64,
@@ -261,16 +264,16 @@ struct Entry {
     used_tick: u64,
 }
 
-/// The pages kept open of one tree.
+/// The pages kept open of one tree, by key ([`crate::tree::path_key`]).
 struct TreePages {
     tree: Rc<Tree>,
-    pages: HashMap<Box<[u8]>, Entry>,
+    pages: HashMap<u64, Entry, BuildKey>,
 }
 
-/// A worker's open pages, by tree (its id) and page file.
+/// A worker's open pages, by tree (its id) and page.
 pub struct OpenPages {
     config: OpenCacheConfig,
-    trees: HashMap<u64, TreePages>,
+    trees: HashMap<u64, TreePages, BuildKey>,
     len: usize,
     tick: u64,
     /// Headers of pages opened, also those not kept.
@@ -286,7 +289,7 @@ impl OpenPages {
                 max: config.max.min(limit),
                 ..config
             },
-            trees: HashMap::new(),
+            trees: HashMap::default(),
             len: 0,
             tick: 0,
             headers: HeaderCache::default(),
@@ -302,17 +305,18 @@ impl OpenPages {
         self.len == 0
     }
 
-    /// The page `rel` of `tree`: the one kept open while no other file took
-    /// its place, else opened now (and kept). `now_ms` is a monotonic
-    /// clock. When descriptors run out, half the kept pages are closed and
-    /// the page opened again.
+    /// The page `rel` (whose key is `key`, from [`crate::tree::path_key`])
+    /// of `tree`: the one kept open while no other file took its place,
+    /// else opened now (and kept). `now_ms` is a monotonic clock. When
+    /// descriptors run out, half the kept pages are closed and the page
+    /// opened again.
     pub fn open(
         &mut self,
         tree: &Rc<Tree>,
         rel: &[u8],
+        key: u64,
         now_ms: u64,
     ) -> Result<Rc<OpenPage>, OpenError> {
-        let key = path_key(rel);
         if let Some(page) = self.kept(tree, rel, key, now_ms) {
             return Ok(page);
         }
@@ -325,7 +329,7 @@ impl OpenPages {
             other => other,
         };
         let page = Rc::new(page?);
-        self.keep(tree, rel, generation, page.clone(), now_ms);
+        self.keep(tree, rel, key, generation, page.clone(), now_ms);
         Ok(page)
     }
 
@@ -333,11 +337,14 @@ impl OpenPages {
     fn kept(&mut self, tree: &Tree, rel: &[u8], key: u64, now_ms: u64) -> Option<Rc<OpenPage>> {
         let state = tree.state();
         let pages = &mut self.trees.get_mut(&state.tree_id())?.pages;
-        let entry = pages.get_mut(rel)?;
+        let entry = pages.get_mut(&key)?;
+        if *entry.rel != *rel {
+            return None;
+        }
         let current = entry.generation == state.install_generation(key)
             && now_ms.saturating_sub(entry.opened_ms) < self.config.valid_ms;
         if !current {
-            pages.remove(rel);
+            pages.remove(&key);
             self.len -= 1;
             return None;
         }
@@ -351,6 +358,7 @@ impl OpenPages {
         &mut self,
         tree: &Rc<Tree>,
         rel: &[u8],
+        key: u64,
         generation: u64,
         page: Rc<OpenPage>,
         now_ms: u64,
@@ -364,6 +372,7 @@ impl OpenPages {
         }
         self.tick += 1;
         let entry = Entry {
+            rel: rel.into(),
             page,
             generation,
             opened_ms: now_ms,
@@ -375,9 +384,9 @@ impl OpenPages {
             .entry(tree.state().tree_id())
             .or_insert_with(|| TreePages {
                 tree: tree.clone(),
-                pages: HashMap::new(),
+                pages: HashMap::default(),
             });
-        if tree_pages.pages.insert(rel.into(), entry).is_none() {
+        if tree_pages.pages.insert(key, entry).is_none() {
             self.len += 1;
         }
     }
@@ -395,7 +404,7 @@ impl OpenPages {
             .flat_map(|t| t.pages.values().map(|e| e.used_tick))
             .collect();
         let (_, &mut oldest_kept, _) = ticks.select_nth_unstable(n);
-        self.retain(|_, (_, entry)| entry.used_tick >= oldest_kept);
+        self.retain(|_, entry| entry.used_tick >= oldest_kept);
     }
 
     /// Closes the pages that cannot be served any more: replaced, purged
@@ -405,9 +414,9 @@ impl OpenPages {
         let before = self.len;
         let inactive_ms = self.config.inactive_ms;
         self.trees.retain(|_, t| !t.tree.state().retired());
-        self.retain(|tree, (rel, entry)| {
+        self.retain(|tree, entry| {
             let state = tree.state();
-            let keys = PageKeys::of(rel);
+            let keys = PageKeys::of(&entry.rel);
             let purged = state
                 .staleness(&keys, entry.page.modified)
                 .is_some_and(|s| {
@@ -422,11 +431,11 @@ impl OpenPages {
     }
 
     /// Keeps the entries `keep` says yes to, with their tree.
-    fn retain(&mut self, mut keep: impl FnMut(&Tree, (&[u8], &Entry)) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&Tree, &Entry) -> bool) {
         let mut len = 0;
         self.trees.retain(|_, t| {
             let tree = &t.tree;
-            t.pages.retain(|rel, entry| keep(tree, (rel, entry)));
+            t.pages.retain(|_, entry| keep(tree, entry));
             len += t.pages.len();
             !t.pages.is_empty()
         });
@@ -441,7 +450,12 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tree::path_key;
     use crate::tree::tests::Scratch;
+
+    fn open(cache: &mut OpenPages, tree: &Rc<Tree>, rel: &[u8], now_ms: u64) -> Rc<OpenPage> {
+        cache.open(tree, rel, path_key(rel), now_ms).unwrap()
+    }
 
     #[test]
     fn parses_the_directive() {
@@ -521,11 +535,11 @@ mod tests {
         let (_scratch, tree) = new_tree("open-pages");
         page(&tree, "a.html", "one");
         let mut cache = OpenPages::new(OpenCacheConfig::default(), usize::MAX);
-        let first = cache.open(&tree, b"a.html", 0).unwrap();
+        let first = open(&mut cache, &tree, b"a.html", 0);
         assert_eq!(body(&first), "one");
-        assert!(same(&first, &cache.open(&tree, b"a.html", 1).unwrap()));
+        assert!(same(&first, &open(&mut cache, &tree, b"a.html", 1)));
         page(&tree, "a.html", "two");
-        let second = cache.open(&tree, b"a.html", 2).unwrap();
+        let second = open(&mut cache, &tree, b"a.html", 2);
         assert_eq!(body(&second), "two");
         assert!(!same(&first, &second));
         assert_eq!(cache.len(), 1);
@@ -540,9 +554,9 @@ mod tests {
             ..OpenCacheConfig::default()
         };
         let mut cache = OpenPages::new(config, usize::MAX);
-        let first = cache.open(&tree, b"a.html", 0).unwrap();
-        assert!(same(&first, &cache.open(&tree, b"a.html", 99).unwrap()));
-        assert!(!same(&first, &cache.open(&tree, b"a.html", 100).unwrap()));
+        let first = open(&mut cache, &tree, b"a.html", 0);
+        assert!(same(&first, &open(&mut cache, &tree, b"a.html", 99)));
+        assert!(!same(&first, &open(&mut cache, &tree, b"a.html", 100)));
     }
 
     #[test]
@@ -556,15 +570,13 @@ mod tests {
             ..OpenCacheConfig::default()
         };
         let mut cache = OpenPages::new(config, 8);
-        let hot = cache.open(&tree, b"0.html", 0).unwrap();
+        let hot = open(&mut cache, &tree, b"0.html", 0);
         for i in 1..20 {
-            cache
-                .open(&tree, format!("{i}.html").as_bytes(), i)
-                .unwrap();
-            cache.open(&tree, b"0.html", i).unwrap();
+            open(&mut cache, &tree, format!("{i}.html").as_bytes(), i);
+            open(&mut cache, &tree, b"0.html", i);
             assert!(cache.len() <= 8, "{}", cache.len());
         }
-        assert!(same(&hot, &cache.open(&tree, b"0.html", 30).unwrap()));
+        assert!(same(&hot, &open(&mut cache, &tree, b"0.html", 30)));
     }
 
     #[test]
@@ -579,11 +591,11 @@ mod tests {
         };
         let mut cache = OpenPages::new(config, usize::MAX);
         for name in ["kept.html", "replaced.html", "purged.html", "idle.html"] {
-            cache.open(&tree, name.as_bytes(), 0).unwrap();
+            open(&mut cache, &tree, name.as_bytes(), 0);
         }
-        cache.open(&tree, b"kept.html", 900).unwrap();
-        cache.open(&tree, b"replaced.html", 900).unwrap();
-        cache.open(&tree, b"purged.html", 900).unwrap();
+        open(&mut cache, &tree, b"kept.html", 900);
+        open(&mut cache, &tree, b"replaced.html", 900);
+        open(&mut cache, &tree, b"purged.html", 900);
         page(&tree, "replaced.html", "y");
         std::thread::sleep(std::time::Duration::from_millis(2));
         tree.state()
@@ -603,7 +615,7 @@ mod tests {
         page(&tree, "a.html", "x");
         tree.state().note_stale_ms(60_000);
         let mut cache = OpenPages::new(OpenCacheConfig::default(), usize::MAX);
-        cache.open(&tree, b"a.html", 0).unwrap();
+        open(&mut cache, &tree, b"a.html", 0);
         std::thread::sleep(std::time::Duration::from_millis(2));
         tree.state()
             .mark_purged(path_key(b"a.html"), false)
@@ -614,12 +626,24 @@ mod tests {
     }
 
     #[test]
+    fn pages_whose_keys_collide_are_told_apart() {
+        let (_scratch, tree) = new_tree("open-pages-collide");
+        page(&tree, "a.html", "a");
+        page(&tree, "b.html", "b");
+        let mut cache = OpenPages::new(OpenCacheConfig::default(), usize::MAX);
+        let a = cache.open(&tree, b"a.html", 7, 0).unwrap();
+        let b = cache.open(&tree, b"b.html", 7, 0).unwrap();
+        assert_eq!((body(&a), body(&b)), ("a".into(), "b".into()));
+        assert_eq!(body(&cache.open(&tree, b"a.html", 7, 0).unwrap()), "a");
+    }
+
+    #[test]
     fn off_keeps_nothing() {
         let (_scratch, tree) = new_tree("open-pages-off");
         page(&tree, "a.html", "x");
         let mut cache = OpenPages::new(OpenCacheConfig::off(), usize::MAX);
-        let first = cache.open(&tree, b"a.html", 0).unwrap();
-        assert!(!same(&first, &cache.open(&tree, b"a.html", 0).unwrap()));
+        let first = open(&mut cache, &tree, b"a.html", 0);
+        assert!(!same(&first, &open(&mut cache, &tree, b"a.html", 0)));
         assert!(cache.is_empty());
     }
 }

@@ -13,6 +13,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::hash::Fnv;
 use super::{FileTime, SharedState};
 
 /// Buckets for soft purges, as many for hard ones, and for installs.
@@ -44,7 +45,7 @@ impl PageKeys {
             keys: [0; crate::path::MAX_DEPTH + 1],
             len: 0,
         };
-        let mut hash = Fnv(Fnv::OFFSET);
+        let mut hash = Fnv::new();
         for &b in rel {
             hash.push(b);
             if b == b'/' {
@@ -73,18 +74,6 @@ impl PageKeys {
 
 fn bucket(key: u64) -> usize {
     (key % BUCKETS as u64) as usize
-}
-
-/// 64-bit FNV-1a, byte by byte, so that a path's prefixes hash as it goes.
-struct Fnv(u64);
-
-impl Fnv {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    fn push(&mut self, byte: u8) {
-        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
-    }
 }
 
 /// The key of a page file or directory: `rel` as in the tree (`a/b.html`;

@@ -9,6 +9,7 @@
 //! links, so nothing outside the root is ever read or written.
 
 pub mod fs;
+pub mod hash;
 mod locks;
 mod marks;
 mod state;
