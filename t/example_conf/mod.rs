@@ -3,9 +3,12 @@
 //! path, the `listen` port, and the paths a test names), so the text users
 //! copy cannot rot.
 //!
-//! Used by `t/nginx_conf.rs`, `t/e2e_django.rs` and `t/readme_example.rs`,
-//! next to `mod common;`.
+//! Used by `t/nginx_conf.rs`, `t/e2e_django.rs`, `t/browser.rs` and
+//! `t/readme_example.rs`, next to `mod common;`. [`django`] runs the Django
+//! blog of `t/django/` behind `django-gunicorn.conf`.
 #![allow(dead_code)]
+
+pub mod django;
 
 use std::fmt;
 use std::fs;
