@@ -118,6 +118,24 @@ pub fn nginx_version() -> &'static str {
     })
 }
 
+/// nginx's version number (`nginx version: nginx/1.28.3` in `-V`).
+pub fn nginx_version_number() -> (u32, u32, u32) {
+    let v = nginx_version();
+    let number = v
+        .split("nginx/")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no version in `nginx -V`: {v}"));
+    let mut parts = number.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+/// Whether nginx is this version or newer.
+pub fn nginx_at_least(major: u32, minor: u32, patch: u32) -> bool {
+    nginx_version_number() >= (major, minor, patch)
+}
+
 // ---------------------------------------------------------------------------
 // Ports, temp dirs, small utilities
 // ---------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 //! path, the `listen` port, and the paths a test names), so the text users
 //! copy cannot rot.
 //!
-//! Used by `t/nginx_conf.rs`, `t/e2e_django.rs` and `t/readme_example.rs`,
-//! next to `mod common;`.
+//! Used by `t/nginx_conf.rs`, `t/e2e_django.rs`, `t/browser.rs` and
+//! `t/readme_example.rs`, next to `mod common;`. [`django`] runs the Django
+//! blog of `t/django/` behind `django-gunicorn.conf`.
 #![allow(dead_code)]
+
+pub mod django;
 
 use std::fmt;
 use std::fs;
@@ -34,6 +37,8 @@ const PATH_DIRECTIVES: &[&str] = &[
     "fastcgi_pass",
     "server",
     "include",
+    "ssl_certificate",
+    "ssl_certificate_key",
 ];
 
 /// The repository's `nginx-conf/` directory.
@@ -91,6 +96,10 @@ pub struct ExampleConf {
     origin: String,
     text: String,
     dir: TempDir,
+    /// Certificate and key for a second, HTTPS (HTTP/2) `listen` ([`ExampleConf::https`]).
+    https: Option<(PathBuf, PathBuf)>,
+    /// Directives added at the top of the `http` block.
+    http_extra: String,
 }
 
 impl ExampleConf {
@@ -113,6 +122,8 @@ impl ExampleConf {
             origin: origin.to_string(),
             text,
             dir: TempDir::new(&format!("conf-{name}")),
+            https: None,
+            http_extra: String::new(),
         }
     }
 
@@ -154,6 +165,24 @@ impl ExampleConf {
         self
     }
 
+    /// Adds a second `listen`, on another free port ([`ConfRun::https_port`]),
+    /// with TLS (this certificate and key, files inside the directory) and
+    /// HTTP/2, beside the plain HTTP one `listen 80;` becomes.
+    pub fn https(mut self, certificate: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
+        self.https = Some((
+            certificate.as_ref().to_path_buf(),
+            key.as_ref().to_path_buf(),
+        ));
+        self
+    }
+
+    /// Adds directives (`log_format`, say) at the top of the `http` block.
+    pub fn http_directives(mut self, text: &str) -> Self {
+        self.http_extra.push_str(text);
+        self.http_extra.push('\n');
+        self
+    }
+
     fn tmp_str(&self) -> String {
         self.dir
             .path()
@@ -163,10 +192,11 @@ impl ExampleConf {
     }
 
     /// The configuration nginx runs: the module's real path, `listen
-    /// 127.0.0.1:<port>`, nginx's temporary directories in `{tmp}`.
-    /// Checks that every path left in it points into `{tmp}` (or is one of
-    /// the relative `include`s copied there).
-    pub fn render(&self, port: u16) -> String {
+    /// 127.0.0.1:<port>` (and the HTTPS `listen` on `https_port` when
+    /// [`ExampleConf::https`] was called), nginx's temporary directories in
+    /// `{tmp}`. Checks that every path left in it points into `{tmp}` (or is
+    /// one of the relative `include`s copied there).
+    pub fn render(&self, port: u16, https_port: Option<u16>) -> String {
         let tmp = self.tmp_str();
         let module = checked_module_path();
         let mut conf = self
@@ -177,7 +207,24 @@ impl ExampleConf {
             "{}: expected `listen 80;`",
             self.origin
         );
-        conf = conf.replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+        let mut listen = format!("listen 127.0.0.1:{port};");
+        if let Some((certificate, key)) = &self.https {
+            let https_port = https_port.expect("a port for the HTTPS listen");
+            // `http2 on;` is nginx 1.25.1's; older ones (the distribution's
+            // 1.22) take `http2` as a parameter of `listen`
+            let http2 = if nginx_at_least(1, 25, 1) {
+                format!("listen 127.0.0.1:{https_port} ssl;\n        http2 on;")
+            } else {
+                format!("listen 127.0.0.1:{https_port} ssl http2;")
+            };
+            listen = format!(
+                "{listen}\n        {http2}\n        \
+                 ssl_certificate {};\n        ssl_certificate_key {};",
+                certificate.display(),
+                key.display()
+            );
+        }
+        conf = conf.replace("listen 80;", &listen);
         assert!(
             conf.contains("\nhttp {\n"),
             "{}: expected a line `http {{`",
@@ -192,7 +239,8 @@ impl ExampleConf {
                  \x20   proxy_temp_path {tmp}/proxy_temp;\n\
                  \x20   fastcgi_temp_path {tmp}/fastcgi_temp;\n\
                  \x20   uwsgi_temp_path {tmp}/uwsgi_temp;\n\
-                 \x20   scgi_temp_path {tmp}/scgi_temp;\n"
+                 \x20   scgi_temp_path {tmp}/scgi_temp;\n{}",
+                self.http_extra
             ),
             1,
         );
@@ -270,8 +318,8 @@ impl ExampleConf {
         cmd
     }
 
-    fn prepare(&self, port: u16) -> String {
-        let conf = self.render(port);
+    fn prepare(&self, port: u16, https_port: Option<u16>) -> String {
+        let conf = self.render(port, https_port);
         self.copy_includes();
         self.write("nginx.conf", &conf);
         conf
@@ -279,7 +327,7 @@ impl ExampleConf {
 
     /// `nginx -t` on the file: (success, what nginx said).
     pub fn config_test(&self) -> (bool, String) {
-        let conf = self.prepare(free_port());
+        let conf = self.prepare(free_port(), self.https.as_ref().map(|_| free_port()));
         let out = self
             .command("")
             .arg("-t")
@@ -302,9 +350,10 @@ impl ExampleConf {
         loop {
             attempt += 1;
             let port = free_port();
+            let https_port = self.https.as_ref().map(|_| free_port());
             let _ = fs::remove_file(self.path("error.log"));
             let _ = fs::remove_file(self.path("nginx.pid"));
-            let conf = self.prepare(port);
+            let conf = self.prepare(port, https_port);
             let mut child = self
                 .command("daemon off;")
                 .stdin(Stdio::null())
@@ -318,6 +367,7 @@ impl ExampleConf {
                     return ConfRun {
                         child: Some(child),
                         port,
+                        https_port,
                         conf,
                         example: self,
                     }
@@ -396,6 +446,7 @@ fastcgi_param REDIRECT_STATUS 200;
 pub struct ConfRun {
     child: Option<Child>,
     port: u16,
+    https_port: Option<u16>,
     conf: String,
     example: ExampleConf,
 }
@@ -403,6 +454,11 @@ pub struct ConfRun {
 impl ConfRun {
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The HTTPS port, when the configuration has one ([`ExampleConf::https`]).
+    pub fn https_port(&self) -> Option<u16> {
+        self.https_port
     }
 
     pub fn dir(&self) -> &Path {
