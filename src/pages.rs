@@ -4,9 +4,12 @@
 //! disk space of the pages it deleted even in a worker that serves nothing.
 
 use std::cell::RefCell;
+use std::ptr;
 use std::rc::Rc;
 
-use nginx_sys::{ngx_add_timer, ngx_current_msec, ngx_cycle_t, ngx_event_t, ngx_msec_t};
+use nginx_sys::{
+    ngx_add_timer, ngx_connection_t, ngx_current_msec, ngx_cycle_t, ngx_event_t, ngx_msec_t,
+};
 use static_gen_logic::open_pages::{OpenCacheConfig, OpenError, OpenPage, OpenPages};
 use static_gen_logic::tree::{now, Tree};
 
@@ -34,6 +37,12 @@ pub(crate) fn start(cycle: &ngx_cycle_t, config: OpenCacheConfig) {
     // long as the process (the timer tree holds it).
     unsafe {
         let ev = &mut *Box::into_raw(Box::new(core::mem::zeroed::<ngx_event_t>()));
+        // a debug build logs the fd of every expiring timer's connection
+        // (`ngx_event_ident`); a timer without one needs a dummy, as
+        // nginx's cache manager has
+        let dummy = &mut *Box::into_raw(Box::new(core::mem::zeroed::<ngx_connection_t>()));
+        dummy.fd = -1;
+        ev.data = ptr::from_mut(dummy).cast();
         ev.handler = Some(on_sweep);
         ev.log = cycle.log;
         // a timer that does not keep a worker that is shutting down
