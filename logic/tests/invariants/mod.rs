@@ -13,7 +13,9 @@
 use static_gen_logic::access::parse_access;
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::matcher::{check, PatternList, UriFilter};
-use static_gen_logic::page::{decode_header, encode_header, HeaderError, MAGIC, MAX_HEADER_LEN};
+use static_gen_logic::page::{
+    decode_header, encode_header, is_page_start, HeaderError, MAGIC, MAX_HEADER_LEN,
+};
 use static_gen_logic::path::{
     check_canonical, check_expanded_root, page_file, MAX_DEPTH, MAX_NAME_LEN, MAX_URI_LEN,
     RESERVED_DIR,
@@ -471,7 +473,8 @@ pub fn check_decode(start: &[u8]) {
     let Ok(header) = decode_header(start) else {
         return;
     };
-    assert!(start.starts_with(MAGIC));
+    // either first line: the identity body only, or with variants
+    assert!(is_page_start(start), "read without a page's first line");
     let offset = header.body_offset;
     assert!(offset <= start.len(), "body past the end");
     assert_eq!(
