@@ -5,6 +5,7 @@
 //! variant the client's `Accept-Encoding` asks for, as `gzip_static` and
 //! `brotli_static` serve precompressed files.
 
+use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -15,7 +16,7 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
-use static_gen_logic::encoding::{negotiate, Encoding};
+use static_gen_logic::encoding::{AcceptEncodingCache, Encoding};
 use static_gen_logic::rules::mime_type;
 
 use crate::ctx::{self, HitPage};
@@ -64,6 +65,10 @@ pub(crate) struct Representation {
     len: u64,
 }
 
+thread_local! {
+    static ACCEPT: RefCell<AcceptEncodingCache> = RefCell::new(AcceptEncodingCache::default());
+}
+
 /// The representation the client asked for (RFC 9110 negotiation of
 /// `Accept-Encoding`, the smallest acceptable), identity when none is.
 fn representation(r: &Request, page: &HitPage) -> Representation {
@@ -94,7 +99,8 @@ fn representation(r: &Request, page: &HitPage) -> Representation {
         *slot = size;
         held += 1;
     }
-    match negotiate(&lines[..n], page.identity_len, &sizes[..held]) {
+    let accept = ACCEPT.with(|cache| cache.borrow_mut().parse(&lines[..n]));
+    match accept.choose(page.identity_len, &sizes[..held]) {
         Some(encoding) if encoding != Encoding::Identity => {
             page.variants
                 .get(encoding)
@@ -185,8 +191,12 @@ pub(crate) fn page_chain(
         let file = pool.calloc_type::<ngx_file_t>();
         let file = unsafe { file.as_mut()? };
         file.fd = page.file.as_raw_fd();
-        file.name =
-            unsafe { ngx_str_t::from_bytes(pool.as_ptr(), page.path.as_os_str().as_bytes())? };
+        // the page (in the request's context) outlives the request's output
+        let name = page.path.as_os_str().as_bytes();
+        file.name = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr().cast_mut(),
+        };
         file.log = r.log();
         buf.file = file;
         buf.file_pos = sent.offset as i64;

@@ -2,7 +2,9 @@
 //! part, look for its page, and when there is a fresh one, replace the
 //! location's content handler with the one in `hit` that serves it.
 
-use std::path::PathBuf;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::path::Path;
 use std::rc::Rc;
 
 use nginx_sys::{
@@ -17,7 +19,7 @@ use static_gen_logic::freshness::{freshness, Freshness};
 use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
 use static_gen_logic::open_pages::OpenError;
-use static_gen_logic::path::{check_canonical, page_file, PathError};
+use static_gen_logic::path::{check_canonical, page_file_into, PathError};
 use static_gen_logic::tree::{now, path_key, Holding, Lock, PageKeys, Tree, TreeError};
 
 use crate::conf::StaticGenConf;
@@ -112,7 +114,8 @@ fn now_msec() -> ngx_msec_t {
 /// Classifies the request and, for an eligible one, looks for its page.
 /// `deadline` ends a wait for the page's lock.
 fn lookup(r: &mut Request, conf: &'static StaticGenConf, deadline: ngx_msec_t) -> RequestCtx {
-    let Some((root, rel)) = eligible_page(r, conf) else {
+    let mut rel = PageFileBuf::take();
+    let Some(root) = eligible_page(r, conf, &mut rel) else {
         return RequestCtx::new(LookupStatus::Bypass);
     };
     let kept = match tree::tree(&root) {
@@ -134,10 +137,10 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf, deadline: ngx_msec_t) -
         Err(err) => return unusable_tree(r, &err),
     };
     if Rc::ptr_eq(&tree, &kept) {
-        return regenerate(r, conf, tree, rel, stale, deadline);
+        return regenerate(r, conf, tree, &rel, stale, deadline);
     }
     match find(r, conf, &tree, &rel) {
-        Found::Stale(stale) => regenerate(r, conf, tree, rel, stale, deadline),
+        Found::Stale(stale) => regenerate(r, conf, tree, &rel, stale, deadline),
         other => other.into_ctx(),
     }
 }
@@ -241,7 +244,7 @@ fn regenerate(
     r: &mut Request,
     conf: &'static StaticGenConf,
     tree: Rc<Tree>,
-    rel: Vec<u8>,
+    rel: &[u8],
     stale: StalePage,
     deadline: ngx_msec_t,
 ) -> RequestCtx {
@@ -255,7 +258,7 @@ fn regenerate(
     if updating && lock::stale_updates() >= conf.stale_updates() {
         return stale.into_stale_ctx();
     }
-    let key = path_key(&rel);
+    let key = path_key(rel);
     match PageLock::take(&tree, key, updating) {
         Ok(lock) => {
             let mut ctx = miss(r, conf, tree, rel, stale.status, Some(lock));
@@ -311,7 +314,7 @@ fn miss(
     r: &mut Request,
     conf: &'static StaticGenConf,
     tree: Rc<Tree>,
-    rel: Vec<u8>,
+    rel: &[u8],
     status: LookupStatus,
     lock: Option<PageLock>,
 ) -> RequestCtx {
@@ -320,7 +323,7 @@ fn miss(
         Ok(mark) => {
             ctx.miss = Some(MissPage {
                 tree,
-                rel,
+                rel: rel.to_vec(),
                 conf,
                 mark,
                 lock,
@@ -334,9 +337,13 @@ fn miss(
     ctx
 }
 
-/// The root and page file (relative to the root) of an eligible request,
-/// or `None` when it must bypass.
-fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Vec<u8>)> {
+/// The root of an eligible request, with its page file (relative to the
+/// root) in `rel`, or `None` when it must bypass.
+fn eligible_page<'c>(
+    r: &mut Request,
+    conf: &'c StaticGenConf,
+    rel: &mut Vec<u8>,
+) -> Option<Cow<'c, Path>> {
     // credentials mean a private answer, as for a session cookie
     if !r.is_get_or_head() || r.has_query() || r.has_credentials() {
         return None;
@@ -352,15 +359,50 @@ fn eligible_page(r: &mut Request, conf: &StaticGenConf) -> Option<(PathBuf, Vec<
     if !conf.filter.allows(uri) {
         return None;
     }
-    let rel = check_canonical(r.raw_path(), uri)
-        .and_then(|()| page_file(uri))
+    check_canonical(r.raw_path(), uri)
+        .and_then(|()| page_file_into(uri, rel))
         .map_err(|err: PathError| debug_bypass(r, err))
         .ok()?;
     if !r.predicates_pass(conf.bypass) {
         return None;
     }
-    let root = expand_root(r, conf.tree.as_ref()?)?;
-    Some((root, rel))
+    expand_root(r, conf.tree.as_ref()?)
+}
+
+thread_local! {
+    /// The page file buffer of lookups, reused: a HIT allocates nothing.
+    static PAGE_FILE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The lookup's page file, in the worker's reused buffer (given back when
+/// dropped).
+struct PageFileBuf(Vec<u8>);
+
+impl PageFileBuf {
+    fn take() -> PageFileBuf {
+        PageFileBuf(PAGE_FILE.with(RefCell::take))
+    }
+}
+
+impl Drop for PageFileBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        PAGE_FILE.with(|b| b.replace(buf));
+    }
+}
+
+impl core::ops::Deref for PageFileBuf {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for PageFileBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
 }
 
 /// False when a request header makes the answer private (a session

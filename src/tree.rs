@@ -6,6 +6,7 @@
 //! the same tree, and retire it for every worker when it does not (a tree
 //! deleted or replaced by hand).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -16,13 +17,14 @@ use std::rc::Rc;
 use nginx_sys::NGX_LOG_INFO;
 use ngx::http::Request;
 use static_gen_logic::path::check_expanded_root;
+use static_gen_logic::tree::hash::BuildFnv;
 use static_gen_logic::tree::{Tree, TreeError};
 
 use crate::conf::Root;
 use crate::log::log_errno;
 
 thread_local! {
-    static TREES: RefCell<HashMap<OsString, Rc<Tree>>> = RefCell::new(HashMap::new());
+    static TREES: RefCell<HashMap<OsString, Rc<Tree>, BuildFnv>> = RefCell::new(HashMap::default());
 }
 
 /// Roots with variables can be many: the cache starts over when full.
@@ -73,15 +75,15 @@ pub(crate) fn open_at_start(roots: &[PathBuf]) {
 
 /// The directory of a tree for this request; a root with variables whose
 /// expansion leaves its intended tree is logged and refused.
-pub(crate) fn expand_root(r: &Request, root: &Root) -> Option<PathBuf> {
+pub(crate) fn expand_root<'a>(r: &Request, root: &'a Root) -> Option<Cow<'a, Path>> {
     let (value, prefix) = match root {
-        Root::Static(path) => return Some(path.clone()),
+        Root::Static(path) => return Some(Cow::Borrowed(path)),
         // SAFETY: compiled at configuration time, alive with the cycle.
         Root::Variable { value, prefix } => (unsafe { &**value }, prefix),
     };
     let expanded = r.get_complex_value(value)?.as_bytes();
     match check_expanded_root(expanded, prefix) {
-        Ok(()) => Some(PathBuf::from(OsStr::from_bytes(expanded))),
+        Ok(()) => Some(Cow::Owned(PathBuf::from(OsStr::from_bytes(expanded)))),
         Err(err) => {
             log_errno(
                 NGX_LOG_INFO,

@@ -371,6 +371,35 @@ impl AcceptEncoding {
     }
 }
 
+/// The last `Accept-Encoding` value a worker parsed: browsers send the
+/// same few values, so most HITs compare bytes instead of parsing.
+#[derive(Debug, Default)]
+pub struct AcceptEncodingCache {
+    last: Vec<u8>,
+    parsed: Option<AcceptEncoding>,
+}
+
+impl AcceptEncodingCache {
+    /// What the request's `lines` say, parsed again only when they are not
+    /// the one line parsed last.
+    pub fn parse<V: AsRef<[u8]>>(&mut self, lines: &[V]) -> AcceptEncoding {
+        let [line] = lines else {
+            return AcceptEncoding::parse(lines);
+        };
+        let line = line.as_ref();
+        match self.parsed {
+            Some(parsed) if self.last == line => parsed,
+            _ => {
+                let parsed = AcceptEncoding::parse(&[line]);
+                self.last.clear();
+                self.last.extend_from_slice(line);
+                self.parsed = Some(parsed);
+                parsed
+            }
+        }
+    }
+}
+
 /// [`AcceptEncoding::parse`] then [`AcceptEncoding::choose`].
 pub fn negotiate<V: AsRef<[u8]>>(
     lines: &[V],
@@ -454,6 +483,26 @@ fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_answers_as_parsing_does() {
+        let mut cache = AcceptEncodingCache::default();
+        for lines in [
+            &[&b"gzip, deflate, br, zstd"[..]][..],
+            &[b"gzip, deflate, br, zstd"],
+            &[b"identity"],
+            &[b"gzip;q=0, br"],
+            &[b"gzip", b"br;q=0"],
+            &[],
+            &[b"gzip;q=0, br"],
+        ] {
+            assert_eq!(
+                cache.parse(lines),
+                AcceptEncoding::parse(lines),
+                "{lines:?}"
+            );
+        }
+    }
     use Encoding::{Br, Gzip, Identity, Zstd};
 
     fn parse(args: &str) -> Result<CompressConfig, CompressConfigError> {

@@ -136,6 +136,14 @@ fn must_escape(byte: u8) -> bool {
 /// Maps a normalised URI to the page file's path relative to the root
 /// (without a leading `/`), following the rule in the module docs.
 pub fn page_file(uri: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut file = Vec::new();
+    page_file_into(uri, &mut file)?;
+    Ok(file)
+}
+
+/// [`page_file`] into `file` (emptied first), so that a caller may reuse
+/// one buffer: a HIT allocates nothing.
+pub fn page_file_into(uri: &[u8], file: &mut Vec<u8>) -> Result<(), PathError> {
     let rest = uri.strip_prefix(b"/").ok_or(PathError::NotAbsolute)?;
     if uri.len() > MAX_URI_LEN {
         return Err(PathError::TooLong);
@@ -143,24 +151,23 @@ pub fn page_file(uri: &[u8]) -> Result<Vec<u8>, PathError> {
     if uri.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(PathError::BadByte);
     }
-    let (dir_segments, leaf): (Vec<&[u8]>, &[u8]) = match rest.iter().rposition(|&b| b == b'/') {
-        Some(slash) => (
-            rest[..slash].split(|&b| b == b'/').collect(),
-            &rest[slash + 1..],
-        ),
-        None => (Vec::new(), rest),
+    let (dirs, leaf) = match rest.iter().rposition(|&b| b == b'/') {
+        Some(slash) => (Some(&rest[..slash]), &rest[slash + 1..]),
+        None => (None, rest),
     };
-    if dir_segments.len() >= MAX_DEPTH {
+    let dir_segments = || dirs.into_iter().flat_map(|d| d.split(|&b| b == b'/'));
+    if dir_segments().count() >= MAX_DEPTH {
         return Err(PathError::TooLong);
     }
-    for (depth, segment) in dir_segments.iter().enumerate() {
+    for (depth, segment) in dir_segments().enumerate() {
         check_segment(segment)?;
-        if segment.ends_with(PAGE_SUFFIX) || (depth == 0 && *segment == RESERVED_DIR.as_bytes()) {
+        if segment.ends_with(PAGE_SUFFIX) || (depth == 0 && segment == RESERVED_DIR.as_bytes()) {
             return Err(PathError::Reserved);
         }
     }
 
-    let mut file = Vec::with_capacity(uri.len() + INDEX_NAME.len());
+    file.clear();
+    file.reserve(uri.len() + INDEX_NAME.len());
     file.extend_from_slice(rest);
     if leaf.is_empty() {
         file.extend_from_slice(INDEX_NAME);
@@ -174,7 +181,7 @@ pub fn page_file(uri: &[u8]) -> Result<Vec<u8>, PathError> {
         }
         file.extend_from_slice(PAGE_SUFFIX);
     }
-    Ok(file)
+    Ok(())
 }
 
 fn check_segment(segment: &[u8]) -> Result<(), PathError> {
