@@ -67,6 +67,8 @@ pub(crate) struct StaticGenConf {
     lock: ngx_flag_t,
     /// `static_gen_lock_timeout`, milliseconds.
     pub lock_timeout: ngx_msec_t,
+    /// `static_gen_purge_on_start`, an `ngx_flag_t`.
+    purge_on_start: ngx_flag_t,
     /// `static_gen_bypass` and `static_gen_no_store`: nginx predicate arrays
     /// (of complex values), as `proxy_cache_bypass` and `proxy_no_cache`.
     pub bypass: *mut ngx_array_t,
@@ -97,6 +99,9 @@ pub(crate) struct StaticGenMainConf {
     variables_used: Vec<VariablesUsed>,
     /// `static_gen_open_cache`.
     open_cache: Option<OpenCacheConfig>,
+    /// The plain roots `static_gen_purge_on_start` empties when nginx
+    /// starts, each with the longest `static_gen_stale` of its locations.
+    pub purge_on_start: Vec<(PathBuf, u64)>,
 }
 
 impl StaticGenMainConf {
@@ -151,6 +156,7 @@ impl Default for StaticGenConf {
             stale_updates: NGX_CONF_UNSET as ngx_uint_t,
             lock: NGX_CONF_UNSET as ngx_flag_t,
             lock_timeout: NGX_CONF_UNSET_MSEC,
+            purge_on_start: NGX_CONF_UNSET as ngx_flag_t,
             bypass: NGX_CONF_UNSET_PTR,
             no_store: NGX_CONF_UNSET_PTR,
             purge: false,
@@ -264,7 +270,7 @@ static mut AT_LEAST_ONE: ngx_conf_post_t = ngx_conf_post_t {
     post_handler: Some(at_least_one),
 };
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 20] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 21] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -345,6 +351,12 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 20] = [
         ANY_LEVEL | NGX_CONF_FLAG,
         ngx_conf_set_flag_slot,
         mem::offset_of!(StaticGenConf, lock),
+    ),
+    directive(
+        ngx_string!("static_gen_purge_on_start"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        mem::offset_of!(StaticGenConf, purge_on_start),
     ),
     directive(
         ngx_string!("static_gen_lock_timeout"),
@@ -711,6 +723,9 @@ pub(crate) unsafe extern "C" fn merge_loc_conf(
     }
     conf.resolve_hosts(cf);
     conf.resolve_purge_access(cf);
+    if let Err(message) = conf.note_purge_on_start(cf) {
+        return cf.emerg(format_args!("{message}"));
+    }
     if let Some(main) = StaticGenModule::main_conf_mut(cf) {
         for root in [&conf.root, &conf.tree] {
             if let Some(Root::Static(path)) = root {
@@ -723,7 +738,40 @@ pub(crate) unsafe extern "C" fn merge_loc_conf(
     NGX_CONF_OK
 }
 
+/// An `ngx_flag_t` left unset takes the level above's value, else off.
+fn inherit_flag(own: &mut ngx_flag_t, above: ngx_flag_t) {
+    const UNSET: ngx_flag_t = NGX_CONF_UNSET as ngx_flag_t;
+    if *own == UNSET {
+        *own = if above == UNSET { 0 } else { above };
+    }
+}
+
 impl StaticGenConf {
+    /// With `static_gen_purge_on_start on`, the tree of a location that
+    /// serves or purges pages is noted for the purge when nginx starts; its
+    /// root must be known without a request.
+    fn note_purge_on_start(&self, cf: &mut ngx_conf_t) -> Result<(), &'static str> {
+        if self.purge_on_start != 1 || !(self.enabled() || self.purge) {
+            return Ok(());
+        }
+        let root = if self.purge { &self.root } else { &self.tree };
+        let Some(Root::Static(path)) = root else {
+            return Err(
+                "\"static_gen_purge_on_start\" needs a root without variables: \
+                        a start can only purge the trees it can name",
+            );
+        };
+        let stale_ms = self.stale_ms();
+        let Some(main) = StaticGenModule::main_conf_mut(cf) else {
+            return Ok(());
+        };
+        match main.purge_on_start.iter_mut().find(|(p, _)| p == path) {
+            Some((_, ms)) => *ms = (*ms).max(stale_ms),
+            None => main.purge_on_start.push((path.clone(), stale_ms)),
+        }
+        Ok(())
+    }
+
     fn inherit(&mut self, prev: &StaticGenConf) {
         if self.enable == NGX_CONF_UNSET as ngx_flag_t {
             self.enable = if prev.enable == NGX_CONF_UNSET as ngx_flag_t {
@@ -782,13 +830,8 @@ impl StaticGenConf {
                 prev.stale_updates
             };
         }
-        if self.lock == NGX_CONF_UNSET as ngx_flag_t {
-            self.lock = if prev.lock == NGX_CONF_UNSET as ngx_flag_t {
-                0
-            } else {
-                prev.lock
-            };
-        }
+        inherit_flag(&mut self.lock, prev.lock);
+        inherit_flag(&mut self.purge_on_start, prev.purge_on_start);
         if self.lock_timeout == NGX_CONF_UNSET_MSEC {
             self.lock_timeout = if prev.lock_timeout == NGX_CONF_UNSET_MSEC {
                 DEFAULT_LOCK_TIMEOUT

@@ -57,10 +57,29 @@ pub static mut ngx_http_static_gen_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(MODULE_CTX).cast_mut().cast(),
     commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_module: Some(init_module),
     init_process: Some(init_worker),
     exit_process: Some(exit_worker),
     ..ngx_module_t::default()
 };
+
+/// When nginx starts (not on a reload, a signal or `nginx -t`), the trees
+/// of `static_gen_purge_on_start` are purged whole, before any worker
+/// serves: a server back from a pause may have missed purges.
+extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the live cycle; its old cycle is the bare init
+    // cycle (no configuration) only when nginx starts.
+    let (cycle, testing, process) =
+        unsafe { (&*cycle, nginx_sys::ngx_test_config, nginx_sys::ngx_process) };
+    let starting = unsafe { (*cycle.old_cycle).conf_ctx.is_null() };
+    if testing != 0 || process == nginx_sys::NGX_PROCESS_SIGNALLER as ngx_uint_t || !starting {
+        return Status::NGX_OK.into();
+    }
+    if let Some(main) = StaticGenModule::main_conf(cycle) {
+        purge::purge_at_start(cycle, &main.purge_on_start);
+    }
+    Status::NGX_OK.into()
+}
 
 /// Every worker opens the trees of plain roots and deletes temporary files
 /// of dead workers (one killed while it stored a page is started again);

@@ -4,18 +4,19 @@
 //! background.
 
 use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header,
-    ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_FORBIDDEN,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST, NGX_LOG_ERR,
-    NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_buf_t, ngx_chain_t, ngx_cycle_t, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_FORBIDDEN,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST,
+    NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use static_gen_logic::purge::{purge, reply, Purged};
 use static_gen_logic::scope::{PurgeArgs, Scope};
 use static_gen_logic::sweep::{clean_up_in_background, Cleanup};
+use static_gen_logic::tree::Tree;
 
 use crate::access::client_is_local;
 use crate::ext::RequestExt;
@@ -175,5 +176,38 @@ fn send_json(r: &mut Request, status: u32, body: &str) -> ngx_int_t {
             next: core::ptr::null_mut(),
         };
         ngx_http_output_filter(raw, &mut chain)
+    }
+}
+
+/// `static_gen_purge_on_start`: purges each tree whole as nginx starts,
+/// softly where its locations serve stale pages. What the purge moved aside
+/// is left to the first worker's cleaning at start.
+pub(crate) fn purge_at_start(cycle: &ngx_cycle_t, roots: &[(PathBuf, u64)]) {
+    for (root, stale_ms) in roots {
+        let Some(tree) = Tree::open_existing(root) else {
+            continue;
+        };
+        tree.state().note_stale_ms(*stale_ms);
+        match purge(&tree, &Scope::All, false) {
+            Ok(purged) => log_errno(
+                NGX_LOG_NOTICE,
+                cycle.log,
+                0,
+                format_args!(
+                    "static_gen: purged every page of \"{}\" at start ({})",
+                    root.display(),
+                    if purged.soft { "soft" } else { "hard" }
+                ),
+            ),
+            Err(err) => log_errno(
+                NGX_LOG_ALERT,
+                cycle.log,
+                err.errno(),
+                format_args!(
+                    "static_gen: purge at start of \"{}\" failed: {err}",
+                    root.display()
+                ),
+            ),
+        }
     }
 }

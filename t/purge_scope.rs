@@ -243,3 +243,84 @@ fn purge_is_seen_by_every_worker() {
 fn purge_is_seen_through_open_file_cache() {
     purge_seen_by_every_worker("open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;");
 }
+
+/// `static_gen_purge_on_start`: nginx started again on a tree serves none
+/// of its pages (they were rendered before it stopped, maybe before purges
+/// it missed); a reload and `nginx -t` purge nothing; without the
+/// directive a restart serves the kept pages.
+#[test]
+fn purge_on_start_empties_the_tree_when_nginx_starts_only() {
+    let up = versioned_upstream();
+    let shared = TempDir::new("purge-on-start");
+    let root = shared.path().to_str().unwrap().to_string();
+    let conf = CONF.replace("{{tmp}}/gen", "{{root}}");
+    let start_with = |directive: &str| {
+        Nginx::new(&conf)
+            .var("up", up.port())
+            .var("extra", directive)
+            .var("root", &root)
+            .workers(2)
+            .start()
+    };
+    let generate = |nginx: &NginxHandle, uri: &str| {
+        assert_eq!(get(nginx.port(), uri).sg_status(), "MISS");
+        let page = shared.join(page_rel(uri));
+        assert!(wait_until(TIMEOUT, || page.exists()), "{uri} not stored");
+        let hit = get(nginx.port(), uri);
+        assert_eq!(hit.sg_status(), "HIT", "{uri}: {hit}");
+        hit.text()
+    };
+    let mut nginx = start_with("static_gen_purge_on_start on;");
+    let first = generate(&nginx, "/a/");
+
+    // a reload, and a configuration test, are no start
+    nginx.reload().unwrap();
+    let (ok, out) = Nginx::new(&conf)
+        .var("up", up.port())
+        .var("extra", "static_gen_purge_on_start on;")
+        .var("root", &root)
+        .config_test();
+    assert!(ok, "{out}");
+    let hit = get(nginx.port(), "/a/");
+    assert_eq!((hit.sg_status(), hit.text()), ("HIT", first.clone()));
+    nginx.stop();
+
+    let mut nginx = start_with("static_gen_purge_on_start on;");
+    let after = get(nginx.port(), "/a/");
+    assert_eq!(after.sg_status(), "MISS", "{after}");
+    assert_ne!(after.text(), first);
+    assert!(
+        nginx
+            .error_log()
+            .contains(&format!("purged every page of \"{root}\" at start (hard)")),
+        "{}",
+        nginx.error_log()
+    );
+    // the first worker deletes what the purge moved aside
+    assert!(wait_until(TIMEOUT, || list_files(shared.path())
+        .iter()
+        .all(|f| !f.to_string_lossy().contains("trash"))));
+    let second = generate(&nginx, "/b/");
+    nginx.stop();
+
+    let nginx = start_with("static_gen_purge_on_start off;");
+    let kept = get(nginx.port(), "/b/");
+    assert_eq!((kept.sg_status(), kept.text()), ("HIT", second));
+}
+
+/// A start purges the trees it can name: a root with variables is refused
+/// at `nginx -t`, naming the directive.
+#[test]
+fn purge_on_start_refuses_a_root_with_variables() {
+    let up = versioned_upstream();
+    let conf = CONF.replace("{{tmp}}/gen", "{{tmp}}/gen/$host");
+    let (ok, out) = Nginx::new(&conf)
+        .var("up", up.port())
+        .var("extra", "static_gen_purge_on_start on;")
+        .config_test();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("\"static_gen_purge_on_start\" needs a root without variables"),
+        "{out}"
+    );
+}
