@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,35 +39,6 @@ fn setup(up: &Upstream) -> Nginx {
     Nginx::new(CONF).var("up", up.port()).var("buffering", "on")
 }
 
-/// Every response carries a number that only grows: which render it is.
-/// Paths under `/slow/` take `delay` before answering.
-fn versioned(delay: Duration) -> (Upstream, Arc<AtomicUsize>) {
-    let counter = Arc::new(AtomicUsize::new(1));
-    let rendered = counter.clone();
-    let up = Upstream::start(move |req| {
-        let n = rendered.fetch_add(1, Ordering::SeqCst);
-        let body = format!("{} version={n:08}", req.path);
-        let plan = Plan::new();
-        let plan = if req.path.starts_with("/slow/") {
-            plan.sleep(delay)
-        } else {
-            plan
-        };
-        plan.write(http_response(
-            200,
-            &[("Content-Type", "text/html")],
-            body.as_bytes(),
-        ))
-    });
-    (up, counter)
-}
-
-fn version(r: &Response) -> usize {
-    let text = r.text();
-    let v = text.rsplit("version=").next().and_then(|v| v.parse().ok());
-    v.unwrap_or_else(|| panic!("no version in {r}"))
-}
-
 fn purge(port: u16, query: &str) -> Response {
     let path = if query.is_empty() {
         "/_static_gen/purge".to_string()
@@ -93,7 +64,7 @@ fn assert_no_crash(nginx: &NginxHandle) {
 /// repeat, so this runs on a loop-mounted ext4 image.
 #[test]
 fn a_miss_spanning_two_whole_purges_is_never_installed_on_ext4() {
-    let (up, _) = versioned(Duration::from_millis(300));
+    let (up, _) = versioned_upstream(Duration::from_millis(300));
     let setup = setup(&up);
     let nginx;
     let Some(_disk) = Mount::ext4(&setup.tmp().join("gen"), 16) else {
@@ -126,7 +97,7 @@ fn a_miss_spanning_two_whole_purges_is_never_installed_on_ext4() {
 /// the worker (SIGBUS): start-up crash loops, purges without a reply.
 #[test]
 fn a_full_disk_never_crashes_a_worker() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let setup = setup(&up);
     let nginx;
     let Some(disk) = Mount::ext4(&setup.tmp().join("gen"), 4) else {
@@ -175,7 +146,7 @@ fn a_full_disk_never_crashes_a_worker() {
 /// The same on a full tmpfs, where a sparse mapped file faulted at once.
 #[test]
 fn a_full_tmpfs_never_crashes_a_worker() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let setup = setup(&up);
     let nginx;
     let Some(disk) = Mount::tmpfs(&setup.tmp().join("gen"), "1m") else {
@@ -197,7 +168,7 @@ fn a_full_tmpfs_never_crashes_a_worker() {
 /// the old epoch and missed every later whole purge.
 #[test]
 fn reserved_files_deleted_by_hand_are_noticed_by_every_worker() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let nginx = setup(&up).workers(4).start();
     let port = nginx.port();
     let uris: Vec<String> = (0..8).map(|i| format!("/p{i}/")).collect();
@@ -230,7 +201,7 @@ fn reserved_files_deleted_by_hand_are_noticed_by_every_worker() {
 /// that and then purged are never served again.
 #[test]
 fn a_root_deleted_by_hand_is_noticed_by_every_worker() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let nginx = setup(&up).workers(4).start();
     let port = nginx.port();
     get(port, "/a/");
@@ -345,7 +316,7 @@ fn a_worker_killed_mid_store_leaves_nothing() {
 /// being stored lets the old worker finish it: the page is whole.
 #[test]
 fn reload_or_quit_mid_store_installs_whole_pages() {
-    let (up, _) = versioned(Duration::from_millis(400));
+    let (up, _) = versioned_upstream(Duration::from_millis(400));
     for signal in ["HUP", "QUIT"] {
         let nginx = setup(&up).start();
         let port = nginx.port();
@@ -369,7 +340,7 @@ fn reload_or_quit_mid_store_installs_whole_pages() {
 /// rendered before the purge was sent.
 #[test]
 fn purges_under_load_never_serve_an_older_version() {
-    let (up, counter) = versioned(Duration::from_millis(15));
+    let (up, counter) = versioned_upstream(Duration::from_millis(15));
     let nginx = setup(&up).workers(4).start();
     let port = nginx.port();
     let uris: Vec<String> = (0..6).map(|i| format!("/slow/{i}/")).collect();
@@ -445,7 +416,7 @@ fn purges_under_load_never_serve_an_older_version() {
 /// runs two for a while): a purge through one is seen by the other.
 #[test]
 fn two_instances_on_one_tree_see_each_others_purges() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let shared = TempDir::new("shared-tree");
     let root = shared.path().to_str().unwrap().to_string();
     let conf = CONF.replace("{{tmp}}/gen", "{{root}}");
@@ -481,7 +452,7 @@ fn two_instances_on_one_tree_see_each_others_purges() {
 /// file is mapped for writing.)
 #[test]
 fn a_read_only_tree_serves_and_refuses_cleanly() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let shared = TempDir::new("ro-tree");
     let Some(disk) = Mount::ext4(&shared.join("gen"), 8) else {
         return;
@@ -531,7 +502,7 @@ fn a_read_only_tree_serves_and_refuses_cleanly() {
 /// answers 500 and says why.
 #[test]
 fn an_immutable_page_is_served_and_refused_cleanly() {
-    let (up, _) = versioned(Duration::ZERO);
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let nginx;
     let setup = Nginx::new(&CONF.replace("static_gen on;", "static_gen on; static_gen_valid 1s;"))
         .var("up", up.port())

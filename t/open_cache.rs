@@ -8,7 +8,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,28 +42,6 @@ fn nginx(up: &Upstream, http: &str, extra: &str) -> Nginx {
         .var("up", up.port())
         .var("http", http)
         .var("extra", extra)
-}
-
-/// Every response says which render it is: the number only grows.
-fn versioned() -> (Upstream, Arc<AtomicUsize>) {
-    let counter = Arc::new(AtomicUsize::new(1));
-    let rendered = counter.clone();
-    let up = Upstream::start(move |req| {
-        let n = rendered.fetch_add(1, Ordering::SeqCst);
-        let body = format!("{} version={n:08}", req.path);
-        Plan::new().write(http_response(
-            200,
-            &[("Content-Type", "text/html")],
-            body.as_bytes(),
-        ))
-    });
-    (up, counter)
-}
-
-fn version(r: &Response) -> usize {
-    let text = r.text();
-    let v = text.rsplit("version=").next().and_then(|v| v.parse().ok());
-    v.unwrap_or_else(|| panic!("no version in {r}"))
 }
 
 /// One response as a client saw it.
@@ -116,7 +94,7 @@ fn load(port: u16, uris: &[String], clients: usize, stop: &Arc<AtomicBool>) -> V
 /// a version from the tree, no request sent after it gets an older one.
 #[test]
 fn a_page_installed_by_any_worker_replaces_the_kept_one_at_once() {
-    let (up, _) = versioned();
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let nginx = nginx(&up, "", "static_gen_valid 1s; static_gen_lock on;")
         .workers(4)
         .start();
@@ -230,7 +208,7 @@ fn get_all(port: u16, uris: &[String], threads: usize) -> Vec<String> {
 /// page open, so the space of the deleted pages is freed.
 #[test]
 fn purged_pages_are_closed_and_their_space_freed() {
-    let (up, _) = versioned();
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let limit = open_file_limit();
     assert!(
         limit >= 12_000,
@@ -277,7 +255,7 @@ fn purged_pages_are_closed_and_their_space_freed() {
 /// hold connections open.
 #[test]
 fn the_open_file_limit_is_respected() {
-    let (up, _) = versioned();
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let nginx = nginx(&up, "", "")
         .main_conf("worker_rlimit_nofile 64;")
         .start();
@@ -306,7 +284,7 @@ fn the_open_file_limit_is_respected() {
 /// `off` keeps nothing open: every HIT opens its page.
 #[test]
 fn off_keeps_no_page_open() {
-    let (up, _) = versioned();
+    let (up, _) = versioned_upstream(Duration::ZERO);
     let nginx = nginx(&up, "static_gen_open_cache off;", "").start();
     let port = nginx.port();
     let uris: Vec<String> = (0..20).map(|i| format!("/o/{i}/")).collect();

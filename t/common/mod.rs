@@ -1643,3 +1643,34 @@ impl NginxHandle {
         self.path(format!("gen/{}", page_rel(uri)))
     }
 }
+
+/// An upstream whose every response carries a number that only grows (which
+/// render it is, from 1; the counter is returned): `<path> version=<n>`.
+/// Paths under `/slow/` take `slow` before answering.
+pub fn versioned_upstream(slow: Duration) -> (Upstream, Arc<AtomicUsize>) {
+    let counter = Arc::new(AtomicUsize::new(1));
+    let rendered = counter.clone();
+    let up = Upstream::start(move |req| {
+        let n = rendered.fetch_add(1, Ordering::SeqCst);
+        let body = format!("{} version={n:08}", req.path);
+        let plan = Plan::new();
+        let plan = if req.path.starts_with("/slow/") && !slow.is_zero() {
+            plan.sleep(slow)
+        } else {
+            plan
+        };
+        plan.write(http_response(
+            200,
+            &[("Content-Type", "text/html")],
+            body.as_bytes(),
+        ))
+    });
+    (up, counter)
+}
+
+/// The render number of a `versioned_upstream` response.
+pub fn version(r: &Response) -> usize {
+    let text = r.text();
+    let v = text.rsplit("version=").next().and_then(|v| v.parse().ok());
+    v.unwrap_or_else(|| panic!("no version in {r}"))
+}
