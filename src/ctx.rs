@@ -7,12 +7,12 @@ use std::rc::Rc;
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
 use static_gen_logic::journal::Mark;
+use static_gen_logic::encoding::Encoding;
 use static_gen_logic::open_pages::OpenPage;
 use static_gen_logic::store::PageWriter;
 use static_gen_logic::tree::Tree;
 
 use crate::conf::StaticGenConf;
-use crate::hit::Representation;
 use crate::lock::PageLock;
 use crate::wait::Wait;
 use crate::StaticGenModule;
@@ -43,6 +43,15 @@ impl LookupStatus {
             LookupStatus::Bypass => "BYPASS",
         }
     }
+}
+
+/// What is sent of a page: its identity body or one of its variants, as a
+/// range of the page file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Representation {
+    pub encoding: Encoding,
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// A generated page opened for a HIT (kept open by the worker).

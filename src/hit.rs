@@ -19,7 +19,7 @@ use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 use static_gen_logic::encoding::{AcceptEncodingCache, Encoding};
 use static_gen_logic::rules::mime_type;
 
-use crate::ctx::{self, HitPage};
+use crate::ctx::{self, HitPage, Representation};
 use crate::ext::RequestExt;
 use crate::StaticGenModule;
 
@@ -54,15 +54,6 @@ fn send_page(r: &mut Request, page: &HitPage) -> Result<ngx_int_t, ()> {
         let chain = page_chain(r, page, sent).ok_or(())?;
         Ok(ngx_http_output_filter(raw, chain))
     }
-}
-
-/// What is sent of a page: its identity body or one of its variants, as a
-/// range of the page file.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Representation {
-    encoding: Encoding,
-    offset: u64,
-    len: u64,
 }
 
 thread_local! {

@@ -220,7 +220,7 @@ fn send_fallback_body(
     r: &mut Request,
     ctx: &mut RequestCtx,
     chain: *mut ngx_chain_t,
-    sent: hit::Representation,
+    sent: ctx::Representation,
 ) -> ngx_int_t {
     for buf in chain_bufs_mut(chain) {
         buf.consume();
