@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use nginx_sys::{ngx_str_t, ngx_table_elt_t};
 use ngx::http::{HttpModule, Request};
-use static_gen_logic::journal::Mark;
 use static_gen_logic::encoding::Encoding;
+use static_gen_logic::journal::Mark;
 use static_gen_logic::open_pages::OpenPage;
 use static_gen_logic::store::PageWriter;
 use static_gen_logic::tree::Tree;
