@@ -16,6 +16,11 @@ answers the page from memory, and turn the results into the report table.
                                                   SAME: the exact bytes expected), prints
                                                   the body's bytes
     bench_tools.py tree ROOT TEMPLATE PREFIX COUNT
+    bench_tools.py copies ROOT PREFIX COUNT BODY  plain files PREFIX/<i/1000>/<i>/index.html
+    bench_tools.py pages PORT PREFIX COUNT BODY STATUS [--every K]
+                                                  asks for those pages, checks each
+    bench_tools.py strace OUTPUT REQUESTS         `strace -c` output -> system calls
+                                                  per request (and which, on stderr)
     bench_tools.py count DIR                      files under DIR
     bench_tools.py memory-conf ARTICLE maps|body  nginx serving ARTICLE from memory
     bench_tools.py last RESULTS FIELD             a field of the last record
@@ -263,6 +268,91 @@ def cmd_tree(root, template, prefix, count):
         own = re.sub(rb"(?m)^uri: .*$", b"uri: " + uri.encode(), header)
         with open(os.path.join(directory, "index.html"), "wb") as f:
             f.write(own + body)
+
+
+def spread_uri(prefix, i):
+    """The URI of page I of a spread tree: Django-style, a directory per
+    page, a thousand pages per parent directory."""
+    return f"/{prefix}/{i // 1000}/{i}/"
+
+
+def cmd_copies(root, prefix, count, body):
+    """COUNT plain files ROOT/PREFIX/<i // 1000>/<i>/index.html with the
+    bytes of BODY: what nginx's static serving reads for the URIs of a
+    spread tree (try_files $uri/index.html)."""
+    with open(body, "rb") as f:
+        data = f.read()
+    for i in range(int(count)):
+        directory = os.path.join(root, spread_uri(prefix, i).strip("/"))
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        with open(os.path.join(directory, "index.html"), "wb") as f:
+            f.write(data)
+
+
+def cmd_pages(port, prefix, count, body, status, *opts):
+    """Asks 127.0.0.1:PORT for every page of a spread tree (i < COUNT; with
+    --every K, every K-th page and the last), over one kept-alive
+    connection, and checks each answer: 200, the bytes of BODY, and
+    X-Bench STATUS ("-": none). Through a module server's twin, STATUS MISS
+    generates the pages and HIT checks they are stored; through a
+    proxy_cache twin, MISS fills the cache. A page answered MISS where HIT
+    is expected is asked again for up to 2 s (a page stored by a MISS is
+    installed once the response is complete)."""
+    import http.client
+    import time
+
+    with open(body, "rb") as f:
+        expected = f.read()
+    want = "" if status == "-" else status
+    count = int(count)
+    every = int(dict(zip(opts[::2], opts[1::2])).get("--every", 1))
+    indexes = sorted(set(range(0, count, every)) | {count - 1})
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    for i in indexes:
+        uri = spread_uri(prefix, i)
+        deadline = time.monotonic() + 2
+        while True:
+            conn.request("GET", uri)
+            response = conn.getresponse()
+            data = response.read()
+            got = response.getheader("X-Bench") or ""
+            if got == want or want != "HIT" or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        problems = []
+        if response.status != 200:
+            problems.append(f"status {response.status}")
+        if got != want:
+            problems.append(f"X-Bench {got!r}, expected {want!r}")
+        if data != expected:
+            problems.append(f"{len(data)} bytes, not the page ({len(expected)})")
+        if problems:
+            sys.exit(f"bench: GET {uri} on port {port}: " + "; ".join(problems))
+    print(len(indexes))
+
+
+def cmd_strace(output, requests):
+    """System calls per request from `strace -c -f` OUTPUT over a run of
+    REQUESTS requests; the calls made at least once per 20 requests, per
+    request, go to stderr."""
+    requests = max(int(requests), 1)
+    total, calls = None, []
+    with open(output) as f:
+        for line in f:
+            fields = line.split()
+            # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(fields) < 5 or not fields[3].isdigit():
+                continue
+            if fields[-1] == "total":
+                total = int(fields[3])
+            else:
+                calls.append((int(fields[3]), fields[-1]))
+    if total is None:
+        sys.exit(f"bench: no strace summary in {output}")
+    calls.sort(reverse=True)
+    detail = ", ".join(f"{name} {n / requests:.2f}" for n, name in calls if n * 20 >= requests)
+    print(f"{total / requests:.2f}")
+    print(f"({detail})", file=sys.stderr)
 
 
 def cmd_count(directory):
@@ -574,9 +664,23 @@ def stampede_report(ways, info):
 ROWS = [
     ("1", "hit-static", "module", "module HIT"),
     ("1", "hit-static", "static", "nginx static file, `try_files`"),
+    ("1", "hit-static", "static-ofc", "nginx static file, `try_files`, `open_file_cache`"),
     ("1", "hit-static", "memory", "nginx `return 200` from memory (ceiling)"),
+    ("1", "hit-static-spread", "module", "module HIT, SPREAD pages"),
+    ("1", "hit-static-spread", "static", "nginx static file, `try_files`, SPREAD pages"),
+    ("1", "hit-static-spread", "static-ofc", "nginx static file, `try_files`, `open_file_cache`, SPREAD pages"),
+    ("1", "hit-static-few", "module", "module HIT, FEW pages"),
+    ("1", "hit-static-few", "static", "nginx static file, `try_files`, FEW pages"),
+    ("1", "hit-static-few", "static-ofc", "nginx static file, `try_files`, `open_file_cache`, FEW pages"),
     ("2", "hit-pcache", "module", "module HIT"),
     ("2", "hit-pcache", "pcache", "`proxy_cache` HIT"),
+    ("2", "hit-pcache", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`"),
+    ("2", "hit-pcache-spread", "module", "module HIT, SPREAD pages"),
+    ("2", "hit-pcache-spread", "pcache", "`proxy_cache` HIT, SPREAD pages"),
+    ("2", "hit-pcache-spread", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`, SPREAD pages"),
+    ("2", "hit-pcache-few", "module", "module HIT, FEW pages"),
+    ("2", "hit-pcache-few", "pcache", "`proxy_cache` HIT, FEW pages"),
+    ("2", "hit-pcache-few", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`, FEW pages"),
     ("3", "miss", "module", "module MISS, page stored"),
     ("3", "miss", "nocomp", "module MISS, page stored, `static_gen_compress off`"),
     ("3", "miss", "pcache", "`proxy_cache` MISS, response stored"),
@@ -606,7 +710,21 @@ RATIOS = [
     ("module HIT / static `try_files`", "hit-static", "module", "static", 1.0),
     ("module HIT / `return 200` from memory", "hit-static", "module", "memory", None),
     ("`return 200` from memory / static `try_files`", "hit-static", "memory", "static", None),
+    ("module HIT / static `try_files` + `open_file_cache`", "hit-static", "module", "static-ofc", 1.0),
     ("module HIT / `proxy_cache` HIT", "hit-pcache", "module", "pcache", 1.0),
+    ("module HIT / `proxy_cache` HIT + `open_file_cache`", "hit-pcache", "module", "pcache-ofc", 1.0),
+    ("SPREAD pages: module HIT / static `try_files`", "hit-static-spread", "module", "static", 1.0),
+    ("SPREAD pages: module HIT / static `try_files` + `open_file_cache`",
+     "hit-static-spread", "module", "static-ofc", 1.0),
+    ("SPREAD pages: module HIT / `proxy_cache` HIT", "hit-pcache-spread", "module", "pcache", 1.0),
+    ("SPREAD pages: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "hit-pcache-spread", "module", "pcache-ofc", 1.0),
+    ("FEW pages: module HIT / static `try_files`", "hit-static-few", "module", "static", 1.0),
+    ("FEW pages: module HIT / static `try_files` + `open_file_cache`",
+     "hit-static-few", "module", "static-ofc", 1.0),
+    ("FEW pages: module HIT / `proxy_cache` HIT", "hit-pcache-few", "module", "pcache", 1.0),
+    ("FEW pages: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "hit-pcache-few", "module", "pcache-ofc", 1.0),
     ("module MISS + store / `proxy_pass`", "miss", "module", "proxy", 0.95),
     ("module MISS, compression on (default `gzip br`) / `static_gen_compress off`",
      "miss", "module", "nocomp", None),
@@ -736,8 +854,17 @@ def report(results):
     out = lines.append
 
     if runs:
-        out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs | Worker CPU µs/req |")
-        out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs "
+            "| Worker CPU µs/req | Syscalls/req |")
+        out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def pages(label):
+        """A label with the spread trees' page counts."""
+        for word, key in (("SPREAD", "spread_pages"), ("FEW", "spread_few")):
+            if word in label and key in info:
+                label = label.replace(word, f"{info[key]:,.0f}")
+        return label
+
     for case_no, case, variant, label in ROWS:
         rs = runs.get((case, variant))
         if not rs:
@@ -745,9 +872,10 @@ def report(results):
         rps = [r["rps"] for r in rs]
         spread = (max(rps) - min(rps)) / median(rps) * 100 if median(rps) else 0
         out(
-            f"| {case_no} | {label.replace('APP', app)} | {median(rps):,.0f} "
+            f"| {case_no} | {pages(label.replace('APP', app))} | {median(rps):,.0f} "
             f"| {median([r['p50'] for r in rs]):.3f} | {median([r['p99'] for r in rs]):.3f} "
-            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f', '')} |"
+            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f', '')} "
+            f"| {fmt(info.get(f'syscalls_{case}_{variant}'), '.2f', '')} |"
         )
     if runs:
         out("")
@@ -756,7 +884,9 @@ def report(results):
             "system time of the measured nginx worker's event loop (its main "
             "thread; not the module's compressor thread) per request (median over "
             "the runs), in the cases measured one server at a time (1-4 and 8; "
-            "not the app alone, which nginx does not serve).")
+            "not the app alone, which nginx does not serve). Syscalls/req: the "
+            "worker's system calls (`strace -c -f` on it) over a short extra run "
+            "of the variant after its measured runs, per request (cases 1 and 2).")
         out("")
 
     def ratio(case, num, den):
@@ -773,7 +903,7 @@ def report(results):
         value = ratio(case, num, den)
         if value is None:
             continue
-        out(f"| {label} | {value:.2f} × | {'≥ %.2f ×' % target if target else ''} "
+        out(f"| {pages(label)} | {value:.2f} × | {'≥ %.2f ×' % target if target else ''} "
             f"| {met(value, target)} |")
 
     sizes = sorted(int(k.rsplit("_", 1)[1]) for k in values if k.startswith("purge_ms_"))
@@ -881,6 +1011,9 @@ def main():
         "encoded": cmd_encoded,
         "tree": cmd_tree,
         "count": cmd_count,
+        "copies": cmd_copies,
+        "pages": cmd_pages,
+        "strace": cmd_strace,
         "memory-conf": cmd_memory_conf,
         "last": cmd_last,
         "monitor": cmd_monitor,
