@@ -3,11 +3,24 @@
 results file (JSON lines), build page trees, render the nginx snippet that
 answers the page from memory, and turn the results into the report table.
 
-    bench_tools.py wrk OUTPUT CASE VARIANT RESULTS [--min-bytes N]
+    bench_tools.py wrk OUTPUT CASE VARIANT RESULTS [--min-bytes N] [--max-bytes N]
+                       [--cpu-ticks N] [--bg-cpu-ticks N]
     bench_tools.py wrk-requests OUTPUT            requests answered in a wrk run
     bench_tools.py value RESULTS NAME NUMBER
-    bench_tools.py body PAGE                      page file -> its body
+    bench_tools.py body PAGE [ENCODING]           page file -> its body (identity, or
+                                                  the stored gzip/br/zstd variant)
+    bench_tools.py variants DIR                   pages under DIR that hold variants
+    bench_tools.py encoded HEADERS BODY ENCODING EXPECTED [SAME]
+                                                  checks a response of case 8 (status,
+                                                  Content-Encoding, Vary, decoded body;
+                                                  SAME: the exact bytes expected), prints
+                                                  the body's bytes
     bench_tools.py tree ROOT TEMPLATE PREFIX COUNT
+    bench_tools.py copies ROOT PREFIX COUNT BODY  plain files PREFIX/<i/1000>/<i>/index.html
+    bench_tools.py pages PORT PREFIX COUNT BODY STATUS [--every K]
+                                                  asks for those pages, checks each
+    bench_tools.py strace OUTPUT REQUESTS         `strace -c` output -> system calls
+                                                  per request (and which, on stderr)
     bench_tools.py count DIR                      files under DIR
     bench_tools.py memory-conf ARTICLE maps|body  nginx serving ARTICLE from memory
     bench_tools.py last RESULTS FIELD             a field of the last record
@@ -77,10 +90,14 @@ def parse_wrk(text):
 
 
 def cmd_wrk(output, case, variant, results, *opts):
-    """Checks and records a wrk run. Options: --min-bytes N (per response),
-    --cpu-ticks N (the measured nginx worker's CPU time during the run)."""
+    """Checks and records a wrk run. Options: --min-bytes N and --max-bytes N
+    (per response, headers included: the max says a compressed variant was
+    sent, not the identity page), --cpu-ticks N (the measured nginx
+    worker's event-loop thread's CPU time during the run), --bg-cpu-ticks N
+    (its other threads': the module's compressor)."""
     options = dict(zip(opts[::2], (int(v) for v in opts[1::2])))
     min_bytes = options.get("--min-bytes", 0)
+    max_bytes = options.get("--max-bytes", 0)
     with open(output) as f:
         run = parse_wrk(f.read())
     per_request = run["bytes"] / max(run["requests"], 1)
@@ -89,8 +106,11 @@ def cmd_wrk(output, case, variant, results, *opts):
         ticks_per_s = os.sysconf("SC_CLK_TCK")
         run["cpu_us"] = options["--cpu-ticks"] / ticks_per_s * 1e6 / max(run["requests"], 1)
         cpu = f", worker CPU {run['cpu_us']:.1f} µs each"
+    if options.get("--bg-cpu-ticks"):
+        run["bg_cpu_s"] = options["--bg-cpu-ticks"] / os.sysconf("SC_CLK_TCK")
+        cpu += f", compressor thread {run['bg_cpu_s'] / max(run['seconds'], 1e-9) * 100:.0f}% of a core"
     print(
-        f"    {case:<10} {variant:<8} {run['rps']:>10.0f} req/s"
+        f"    {case:<16} {variant:<8} {run['rps']:>10.0f} req/s"
         f"  p50 {run['p50']:7.3f} ms  p99 {run['p99']:7.3f} ms"
         f"  ({run['requests']} requests, {per_request / 1024:.1f} KiB{cpu})",
         file=sys.stderr,
@@ -108,6 +128,10 @@ def cmd_wrk(output, case, variant, results, *opts):
     if min_bytes and per_request < min_bytes * 0.99:
         problems.append(
             f"{per_request:.0f} bytes per response, expected at least {min_bytes}"
+        )
+    if max_bytes and per_request > max_bytes * 1.01:
+        problems.append(
+            f"{per_request:.0f} bytes per response, expected at most {max_bytes}"
         )
     if problems:
         sys.exit(f"bench: {case}/{variant}: " + "; ".join(problems))
@@ -131,17 +155,102 @@ def cmd_value(results, name, number):
 # --------------------------------------------------------------------------
 
 
-def cmd_body(page):
+def page_parts(page):
+    """A page file's bodies by encoding: "identity", and the variants a page
+    with compressed variants ("static_gen 2") holds after it (its header
+    names the identity body's length and each variant's offset and length
+    from the body's start)."""
     with open(page, "rb") as f:
         data = f.read()
     header_end = data.index(b"\n\n") + 2
     body = data[header_end:]
-    # a page with compressed variants ("static_gen 2") names the identity
-    # body's length; the variants follow it
+    parts = {"identity": body}
     for line in data[:header_end].decode("latin-1").splitlines():
         if line.startswith("identity: "):
-            body = body[: int(line[len("identity: "):])]
-    sys.stdout.buffer.write(body)
+            parts["identity"] = body[: int(line[len("identity: "):])]
+        elif line.startswith("variant: ") and data.startswith(b"static_gen 2\n"):
+            encoding, start, length = line[len("variant: "):].split()
+            parts[encoding] = body[int(start) : int(start) + int(length)]
+    return parts
+
+
+def cmd_body(page, encoding="identity"):
+    parts = page_parts(page)
+    if encoding not in parts:
+        sys.exit(f"bench: {page} holds no {encoding} variant (it has {', '.join(parts)})")
+    sys.stdout.buffer.write(parts[encoding])
+
+
+def cmd_variants(directory):
+    """Pages under DIRECTORY whose file holds compressed variants."""
+    count = 0
+    for parent, _, files in os.walk(directory):
+        for name in files:
+            try:
+                with open(os.path.join(parent, name), "rb") as f:
+                    count += f.read(13) == b"static_gen 2\n"
+            except OSError:  # removed meanwhile
+                pass
+    print(count)
+
+
+def decode(encoding, data):
+    """The body of a response in ENCODING: gzip with Python's own module,
+    br and zstd with the `brotli` and `zstd` command-line tools (Debian's
+    packages: other implementations than the module's crates)."""
+    import gzip
+    import subprocess
+
+    if encoding == "identity":
+        return data
+    if encoding == "gzip":
+        return gzip.decompress(data)
+    tool = {"br": ["brotli", "-d", "-c"], "zstd": ["zstd", "-d", "-c", "-q"]}[encoding]
+    return subprocess.run(tool, input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def cmd_encoded(headers_file, body_file, encoding, expected_file, same_file=None):
+    """Checks a response of case 8 to a request with `Accept-Encoding:
+    ENCODING` (none for identity): status 200, `Content-Encoding` the
+    requested coding (absent for identity), `Vary: Accept-Encoding`, a body
+    that decodes to the file EXPECTED, and (SAME) the very bytes of that
+    file. Prints the body's length."""
+    with open(headers_file, "rb") as f:
+        lines = f.read().decode("latin-1").split("\r\n")
+    with open(body_file, "rb") as f:
+        body = f.read()
+    with open(expected_file, "rb") as f:
+        expected = f.read()
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+    problems = []
+    if " 200 " not in lines[0] + " ":
+        problems.append(f"status {lines[0]!r}")
+    got = ",".join(headers.get("content-encoding", []))
+    if got != ("" if encoding == "identity" else encoding):
+        problems.append(f"Content-Encoding {got!r}")
+    vary = [v.strip().lower() for v in ",".join(headers.get("vary", [])).split(",")]
+    if "accept-encoding" not in vary:
+        problems.append(f"Vary {headers.get('vary')!r}")
+    try:
+        decoded = decode(got or "identity", body)
+    except Exception as e:  # a body that does not decode
+        problems.append(f"body does not decode as {got or 'identity'} ({e})")
+    else:
+        if decoded != expected:
+            problems.append(f"decoded body ({len(decoded)} bytes) is not the page ({len(expected)} bytes)")
+    if same_file is not None:
+        with open(same_file, "rb") as f:
+            if f.read() != body:
+                problems.append(f"body is not the bytes of {same_file}")
+    if int(headers.get("content-length", ["-1"])[-1]) != len(body):
+        problems.append(f"Content-Length {headers.get('content-length')} for {len(body)} bytes")
+    if problems:
+        sys.exit(f"bench: {encoding}: " + "; ".join(problems))
+    print(len(body))
 
 
 def cmd_tree(root, template, prefix, count):
@@ -159,6 +268,91 @@ def cmd_tree(root, template, prefix, count):
         own = re.sub(rb"(?m)^uri: .*$", b"uri: " + uri.encode(), header)
         with open(os.path.join(directory, "index.html"), "wb") as f:
             f.write(own + body)
+
+
+def spread_uri(prefix, i):
+    """The URI of page I of a spread tree: Django-style, a directory per
+    page, a thousand pages per parent directory."""
+    return f"/{prefix}/{i // 1000}/{i}/"
+
+
+def cmd_copies(root, prefix, count, body):
+    """COUNT plain files ROOT/PREFIX/<i // 1000>/<i>/index.html with the
+    bytes of BODY: what nginx's static serving reads for the URIs of a
+    spread tree (try_files $uri/index.html)."""
+    with open(body, "rb") as f:
+        data = f.read()
+    for i in range(int(count)):
+        directory = os.path.join(root, spread_uri(prefix, i).strip("/"))
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        with open(os.path.join(directory, "index.html"), "wb") as f:
+            f.write(data)
+
+
+def cmd_pages(port, prefix, count, body, status, *opts):
+    """Asks 127.0.0.1:PORT for every page of a spread tree (i < COUNT; with
+    --every K, every K-th page and the last), over one kept-alive
+    connection, and checks each answer: 200, the bytes of BODY, and
+    X-Bench STATUS ("-": none). Through a module server's twin, STATUS MISS
+    generates the pages and HIT checks they are stored; through a
+    proxy_cache twin, MISS fills the cache. A page answered MISS where HIT
+    is expected is asked again for up to 2 s (a page stored by a MISS is
+    installed once the response is complete)."""
+    import http.client
+    import time
+
+    with open(body, "rb") as f:
+        expected = f.read()
+    want = "" if status == "-" else status
+    count = int(count)
+    every = int(dict(zip(opts[::2], opts[1::2])).get("--every", 1))
+    indexes = sorted(set(range(0, count, every)) | {count - 1})
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    for i in indexes:
+        uri = spread_uri(prefix, i)
+        deadline = time.monotonic() + 2
+        while True:
+            conn.request("GET", uri)
+            response = conn.getresponse()
+            data = response.read()
+            got = response.getheader("X-Bench") or ""
+            if got == want or want != "HIT" or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        problems = []
+        if response.status != 200:
+            problems.append(f"status {response.status}")
+        if got != want:
+            problems.append(f"X-Bench {got!r}, expected {want!r}")
+        if data != expected:
+            problems.append(f"{len(data)} bytes, not the page ({len(expected)})")
+        if problems:
+            sys.exit(f"bench: GET {uri} on port {port}: " + "; ".join(problems))
+    print(len(indexes))
+
+
+def cmd_strace(output, requests):
+    """System calls per request from `strace -c -f` OUTPUT over a run of
+    REQUESTS requests; the calls made at least once per 20 requests, per
+    request, go to stderr."""
+    requests = max(int(requests), 1)
+    total, calls = None, []
+    with open(output) as f:
+        for line in f:
+            fields = line.split()
+            # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(fields) < 5 or not fields[3].isdigit():
+                continue
+            if fields[-1] == "total":
+                total = int(fields[3])
+            else:
+                calls.append((int(fields[3]), fields[-1]))
+    if total is None:
+        sys.exit(f"bench: no strace summary in {output}")
+    calls.sort(reverse=True)
+    detail = ", ".join(f"{name} {n / requests:.2f}" for n, name in calls if n * 20 >= requests)
+    print(f"{total / requests:.2f}")
+    print(f"({detail})", file=sys.stderr)
 
 
 def cmd_count(directory):
@@ -470,10 +664,25 @@ def stampede_report(ways, info):
 ROWS = [
     ("1", "hit-static", "module", "module HIT"),
     ("1", "hit-static", "static", "nginx static file, `try_files`"),
+    ("1", "hit-static", "static-ofc", "nginx static file, `try_files`, `open_file_cache`"),
     ("1", "hit-static", "memory", "nginx `return 200` from memory (ceiling)"),
+    ("1", "hit-static-spread", "module", "module HIT, SPREAD pages"),
+    ("1", "hit-static-spread", "static", "nginx static file, `try_files`, SPREAD pages"),
+    ("1", "hit-static-spread", "static-ofc", "nginx static file, `try_files`, `open_file_cache`, SPREAD pages"),
+    ("1", "hit-static-few", "module", "module HIT, FEW pages"),
+    ("1", "hit-static-few", "static", "nginx static file, `try_files`, FEW pages"),
+    ("1", "hit-static-few", "static-ofc", "nginx static file, `try_files`, `open_file_cache`, FEW pages"),
     ("2", "hit-pcache", "module", "module HIT"),
     ("2", "hit-pcache", "pcache", "`proxy_cache` HIT"),
+    ("2", "hit-pcache", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`"),
+    ("2", "hit-pcache-spread", "module", "module HIT, SPREAD pages"),
+    ("2", "hit-pcache-spread", "pcache", "`proxy_cache` HIT, SPREAD pages"),
+    ("2", "hit-pcache-spread", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`, SPREAD pages"),
+    ("2", "hit-pcache-few", "module", "module HIT, FEW pages"),
+    ("2", "hit-pcache-few", "pcache", "`proxy_cache` HIT, FEW pages"),
+    ("2", "hit-pcache-few", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`, FEW pages"),
     ("3", "miss", "module", "module MISS, page stored"),
+    ("3", "miss", "nocomp", "module MISS, page stored, `static_gen_compress off`"),
     ("3", "miss", "pcache", "`proxy_cache` MISS, response stored"),
     ("3", "miss", "proxy", "plain `proxy_pass`"),
     ("4", "app", "app", "the app alone (APP)"),
@@ -481,23 +690,60 @@ ROWS = [
     ("5", "deletion", "without", "module HIT, no deletion running"),
     ("5", "deletion", "during", "module HIT during background deletion"),
     ("6", "mix", "mix", "mixed HIT/MISS/purge load (memory run)"),
+    ("8", "browser-identity", "module", "nginx 1.22: module HIT, no `Accept-Encoding`"),
+    ("8", "browser-identity", "static", "nginx 1.22: static file, `try_files`, `gzip_static`/`brotli_static` on"),
+    ("8", "browser-identity", "pcache", "nginx 1.22: `proxy_cache` HIT"),
+    ("8", "browser-gzip", "module", "nginx 1.22: module HIT, `Accept-Encoding: gzip`"),
+    ("8", "browser-gzip", "static", "nginx 1.22: `gzip_static`, `.gz` copy"),
+    ("8", "browser-gzip", "pcache", "nginx 1.22: `proxy_cache` HIT, gzip"),
+    ("8", "browser-br", "module", "nginx 1.22: module HIT, `Accept-Encoding: br`"),
+    ("8", "browser-br", "static", "nginx 1.22: `brotli_static`, `.br` copy"),
+    ("8", "browser-br", "pcache", "nginx 1.22: `proxy_cache` HIT, br"),
+    ("8", "browser-zstd", "module", "nginx 1.22: module HIT, `Accept-Encoding: zstd` (module only)"),
 ]
+
+# case 8's codings, in the report's order
+BROWSER_CODINGS = ["identity", "gzip", "br", "zstd"]
 
 # (label, case, numerator, denominator, target, comparison)
 RATIOS = [
     ("module HIT / static `try_files`", "hit-static", "module", "static", 1.0),
     ("module HIT / `return 200` from memory", "hit-static", "module", "memory", None),
     ("`return 200` from memory / static `try_files`", "hit-static", "memory", "static", None),
+    ("module HIT / static `try_files` + `open_file_cache`", "hit-static", "module", "static-ofc", 1.0),
     ("module HIT / `proxy_cache` HIT", "hit-pcache", "module", "pcache", 1.0),
+    ("module HIT / `proxy_cache` HIT + `open_file_cache`", "hit-pcache", "module", "pcache-ofc", 1.0),
+    ("SPREAD pages: module HIT / static `try_files`", "hit-static-spread", "module", "static", 1.0),
+    ("SPREAD pages: module HIT / static `try_files` + `open_file_cache`",
+     "hit-static-spread", "module", "static-ofc", 1.0),
+    ("SPREAD pages: module HIT / `proxy_cache` HIT", "hit-pcache-spread", "module", "pcache", 1.0),
+    ("SPREAD pages: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "hit-pcache-spread", "module", "pcache-ofc", 1.0),
+    ("FEW pages: module HIT / static `try_files`", "hit-static-few", "module", "static", 1.0),
+    ("FEW pages: module HIT / static `try_files` + `open_file_cache`",
+     "hit-static-few", "module", "static-ofc", 1.0),
+    ("FEW pages: module HIT / `proxy_cache` HIT", "hit-pcache-few", "module", "pcache", 1.0),
+    ("FEW pages: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "hit-pcache-few", "module", "pcache-ofc", 1.0),
     ("module MISS + store / `proxy_pass`", "miss", "module", "proxy", 0.95),
+    ("module MISS, compression on (default `gzip br`) / `static_gen_compress off`",
+     "miss", "module", "nocomp", None),
     ("module MISS + store / `proxy_cache` MISS + store", "miss", "module", "pcache", None),
     ("`proxy_cache` MISS + store / `proxy_pass`", "miss", "pcache", "proxy", None),
     ("module HIT in front of the app / the app alone", "app", "module", "app", None),
+    ("nginx 1.22, no `Accept-Encoding`: module HIT / static `try_files`",
+     "browser-identity", "module", "static", 1.0),
+    ("nginx 1.22, no `Accept-Encoding`: module HIT / `proxy_cache` HIT",
+     "browser-identity", "module", "pcache", 1.0),
+    ("nginx 1.22, gzip: module HIT / `gzip_static`", "browser-gzip", "module", "static", 1.0),
+    ("nginx 1.22, gzip: module HIT / `proxy_cache` HIT", "browser-gzip", "module", "pcache", 1.0),
+    ("nginx 1.22, br: module HIT / `brotli_static`", "browser-br", "module", "static", 1.0),
+    ("nginx 1.22, br: module HIT / `proxy_cache` HIT", "browser-br", "module", "pcache", 1.0),
 ]
 
 
 def load(results):
-    runs, values, ways = {}, {}, {}
+    runs, values, ways, compress = {}, {}, {}, []
     with open(results) as f:
         for line in f:
             rec = json.loads(line)
@@ -505,9 +751,11 @@ def load(results):
                 runs.setdefault((rec["case"], rec["variant"]), []).append(rec)
             elif rec["kind"] == "stampede":
                 ways[rec["way"]] = rec
+            elif rec["kind"] == "compress":
+                compress.append(rec)
             else:
                 values.setdefault(rec["name"], []).append(rec["value"])
-    return runs, values, ways
+    return runs, values, ways, compress
 
 
 def median(xs):
@@ -529,8 +777,75 @@ def met(value, target, below=False):
     return "yes" if (value < target if below else value >= target) else "**no**"
 
 
+def browser_report(runs, values):
+    """Case 8's bytes: each coding's body, and what each server sent per
+    response (headers included, from wrk)."""
+    present = [c for c in BROWSER_CODINGS if f"browser_bytes_{c}" in values]
+    if not present:
+        return []
+    identity = values.get("browser_bytes_identity", [None])[-1]
+    lines = [
+        "Case 8 (nginx 1.22), the bytes of each answer: the body (the same bytes "
+        "from every server, checked) and the whole response per request (wrk's bytes "
+        "read over its requests, headers included; medians over the runs).",
+        "",
+        "| `Accept-Encoding` | Body bytes | Of identity | Response bytes: module "
+        "| `gzip_static` / `brotli_static` | `proxy_cache` HIT |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def per_response(coding, variant):
+        rs = runs.get((f"browser-{coding}", variant))
+        if not rs:
+            return ""
+        return f"{median([r['bytes'] / max(r['requests'], 1) for r in rs]):,.0f}"
+
+    for coding in present:
+        body = values[f"browser_bytes_{coding}"][-1]
+        share = f"{body / identity * 100:.1f}%" if identity else ""
+        label = "none" if coding == "identity" else f"`{coding}`"
+        lines.append(
+            f"| {label} | {body:,.0f} | {share} | {per_response(coding, 'module')} "
+            f"| {per_response(coding, 'static')} | {per_response(coding, 'pcache')} |"
+        )
+    lines.append("")
+    return lines
+
+
+def compress_report(compress, values):
+    """Case 4's table: the demo blog's pages compressed by the module's own
+    code, per coding: bytes, and CPU time per page."""
+    if not compress:
+        return []
+    first = compress[0]
+    runs = next((r["runs"] for r in compress if "runs" in r), None)
+    lines = [
+        f"Case 4, compressed variants of the demo blog's own {first['pages']} pages "
+        "(home, archive, about, a category, 20 articles; "
+        f"{first['identity_bytes']:,} bytes in all), each compressed with the "
+        "module's own code (`tools/src/bin/compress_pages.rs`); CPU time: the "
+        "thread's (`CLOCK_THREAD_CPUTIME_ID`), per page the median of "
+        f"{runs} run(s), nothing else measured meanwhile.",
+        "",
+        "| Coding (level) | Bytes of all pages | Of identity | Median page (of its identity) "
+        "| CPU ms per page: median / mean / max |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in compress:
+        label = "identity" if r["encoding"] == "identity" else f"`{r['encoding']}` {r['level']}"
+        cpu = ""
+        if "cpu_ms_median" in r:
+            cpu = f"{r['cpu_ms_median']:.2f} / {r['cpu_ms_mean']:.2f} / {r['cpu_ms_max']:.2f}"
+        lines.append(
+            f"| {label} | {r['bytes']:,} | {r['bytes'] / r['identity_bytes'] * 100:.1f}% "
+            f"| {r['median_bytes']:,} ({r['median_percent']:.1f}%) | {cpu} |"
+        )
+    lines.append("")
+    return lines
+
+
 def report(results):
-    runs, values, ways = load(results)
+    runs, values, ways, compress = load(results)
     info = {k: v[-1] for k, v in values.items()}
     app = "Django under gunicorn" if info.get("app_is_django") else "Python stdlib `http.server` app"
     if "app_page_bytes" in info:
@@ -539,8 +854,17 @@ def report(results):
     out = lines.append
 
     if runs:
-        out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs | Worker CPU µs/req |")
-        out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        out("| # | What is measured | Requests/s | p50 ms | p99 ms | Spread | Runs "
+            "| Worker CPU µs/req | Syscalls/req |")
+        out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def pages(label):
+        """A label with the spread trees' page counts."""
+        for word, key in (("SPREAD", "spread_pages"), ("FEW", "spread_few")):
+            if word in label and key in info:
+                label = label.replace(word, f"{info[key]:,.0f}")
+        return label
+
     for case_no, case, variant, label in ROWS:
         rs = runs.get((case, variant))
         if not rs:
@@ -548,17 +872,21 @@ def report(results):
         rps = [r["rps"] for r in rs]
         spread = (max(rps) - min(rps)) / median(rps) * 100 if median(rps) else 0
         out(
-            f"| {case_no} | {label.replace('APP', app)} | {median(rps):,.0f} "
+            f"| {case_no} | {pages(label.replace('APP', app))} | {median(rps):,.0f} "
             f"| {median([r['p50'] for r in rs]):.3f} | {median([r['p99'] for r in rs]):.3f} "
-            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f', '')} |"
+            f"| {spread:.0f}% | {len(rs)} | {fmt(cpu_us(runs, case, variant), '.1f', '')} "
+            f"| {fmt(info.get(f'syscalls_{case}_{variant}'), '.2f', '')} |"
         )
     if runs:
         out("")
         out("Requests/s, p50 and p99 are medians over the runs; spread is "
-            "(max - min) / median of the requests/s. Worker CPU is the measured "
-            "nginx worker's user and system time per request (median over the "
-            "runs), in the cases measured one server at a time (1-4; not the app "
-            "alone, which nginx does not serve).")
+            "(max - min) / median of the requests/s. Worker CPU is the user and "
+            "system time of the measured nginx worker's event loop (its main "
+            "thread; not the module's compressor thread) per request (median over "
+            "the runs), in the cases measured one server at a time (1-4 and 8; "
+            "not the app alone, which nginx does not serve). Syscalls/req: the "
+            "worker's system calls (`strace -c -f` on it) over a short extra run "
+            "of the variant after its measured runs, per request (cases 1 and 2).")
         out("")
 
     def ratio(case, num, den):
@@ -575,7 +903,7 @@ def report(results):
         value = ratio(case, num, den)
         if value is None:
             continue
-        out(f"| {label} | {value:.2f} × | {'≥ %.2f ×' % target if target else ''} "
+        out(f"| {pages(label)} | {value:.2f} × | {'≥ %.2f ×' % target if target else ''} "
             f"| {met(value, target)} |")
 
     sizes = sorted(int(k.rsplit("_", 1)[1]) for k in values if k.startswith("purge_ms_"))
@@ -616,12 +944,34 @@ def report(results):
         out(f"| module MISS / `proxy_pass` if storing cost the worker only that "
             f"({proxy_cpu:.1f} / ({proxy_cpu:.1f} + {floor:.1f})) "
             f"| {proxy_cpu / (proxy_cpu + floor):.2f} × | | |")
-    if "miss_stored" in values:
-        stored, answered = sum(values["miss_stored"]), sum(values["miss_requests"])
-        out(f"| module MISS runs: pages stored / responses | "
+    nocomp_cpu = cpu_us(runs, "miss", "nocomp")
+    if module_cpu and nocomp_cpu:
+        out(f"| module MISS worker CPU, compression on / off ({module_cpu:.1f} / "
+            f"{nocomp_cpu:.1f} µs) | {module_cpu / nocomp_cpu:.2f} × | | |")
+    bg = [r["bg_cpu_s"] / r["seconds"] for r in runs.get(("miss", "module"), [])
+          if "bg_cpu_s" in r and r["seconds"]]
+    if bg:
+        out(f"| module MISS runs: the worker's compressor thread, CPU "
+            f"(median over the runs) | {median(bg) * 100:.0f}% of a core | | |")
+    for variant, label in (("module", "module"), ("nocomp", "module, compression off,")):
+        if f"{variant}_miss_stored" not in values:
+            continue
+        stored = sum(values[f"{variant}_miss_stored"])
+        answered = sum(values[f"{variant}_miss_requests"])
+        out(f"| {label} MISS runs: pages stored / responses | "
             f"{stored:,.0f} / {answered:,.0f} | all | {met(stored, answered)} |")
+        if variant == "module":
+            compressed = sum(values["module_miss_compressed"])
+            every = sum(values["module_miss_stored_all"])
+            out(f"| module MISS runs, warm-ups included: pages with their variants "
+                f"when the run ended / pages stored | {compressed:,.0f} / {every:,.0f} | | |")
     if len(lines) == measures:  # no measure: no table
         del lines[-2:]
+    for extra in (compress_report(compress, values), browser_report(runs, values)):
+        if extra:
+            if lines:
+                out("")
+            lines.extend(extra[:-1])
     stampede_lines = stampede_report(ways, info)
     if stampede_lines:
         if lines:
@@ -657,8 +1007,13 @@ def main():
         "wrk-requests": cmd_wrk_requests,
         "value": cmd_value,
         "body": cmd_body,
+        "variants": cmd_variants,
+        "encoded": cmd_encoded,
         "tree": cmd_tree,
         "count": cmd_count,
+        "copies": cmd_copies,
+        "pages": cmd_pages,
+        "strace": cmd_strace,
         "memory-conf": cmd_memory_conf,
         "last": cmd_last,
         "monitor": cmd_monitor,
