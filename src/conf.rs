@@ -35,7 +35,7 @@ use crate::access::has_access_rules;
 use crate::ext::ConfExt;
 use crate::host::HostRule;
 use crate::log::log_errno;
-use crate::{purge, StaticGenModule};
+use crate::{purge, stats, StaticGenModule};
 
 /// Configuration of one `http`, `server` or `location` level.
 #[derive(Debug)]
@@ -270,7 +270,7 @@ static mut AT_LEAST_ONE: ngx_conf_post_t = ngx_conf_post_t {
     post_handler: Some(at_least_one),
 };
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 21] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 22] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -395,6 +395,12 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 21] = [
         ngx_string!("static_gen_purge"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
         set_purge,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_stats"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_stats,
         0,
     ),
     ngx_command_t::empty(),
@@ -704,6 +710,17 @@ directive_handler!(set_purge, |cf, conf, _args| {
         return ngx::core::NGX_CONF_ERROR;
     };
     clcf.handler = Some(purge::purge_handler);
+    NGX_CONF_OK
+});
+
+directive_handler!(set_stats, |cf, _conf, _args| {
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return ngx::core::NGX_CONF_ERROR;
+    };
+    if clcf.handler.is_some() {
+        return NGX_CONF_DUPLICATE;
+    }
+    clcf.handler = Some(stats::stats_handler);
     NGX_CONF_OK
 });
 

@@ -9,6 +9,7 @@ use ngx::http::{HttpModule, Request};
 use static_gen_logic::encoding::Encoding;
 use static_gen_logic::journal::Mark;
 use static_gen_logic::open_pages::OpenPage;
+use static_gen_logic::stats::{Bypass, Reason, Unstored};
 use static_gen_logic::store::PageWriter;
 use static_gen_logic::tree::Tree;
 
@@ -85,6 +86,9 @@ pub(crate) struct RequestCtx {
     /// `Accept-Encoding` request headers set to `identity` for the
     /// upstream, with their values to restore for the client's response.
     pub upstream_identity: Vec<(*mut ngx_table_elt_t, ngx_str_t)>,
+    /// Why the request bypassed, or its response was not stored:
+    /// `$static_gen_reason` and the counters.
+    pub reason: Option<Reason>,
 }
 
 impl RequestCtx {
@@ -98,7 +102,22 @@ impl RequestCtx {
             replacing: None,
             wait: None,
             upstream_identity: Vec::new(),
+            reason: None,
         }
+    }
+
+    /// A request that bypasses the module, and why.
+    pub(crate) fn bypass(reason: Bypass) -> Self {
+        RequestCtx {
+            reason: Some(Reason::Bypass(reason)),
+            ..RequestCtx::new(LookupStatus::Bypass)
+        }
+    }
+
+    /// Gives up storing, for `reason` (the first one given is kept).
+    pub(crate) fn refuse_store(&mut self, reason: Unstored) {
+        self.reason.get_or_insert(Reason::Unstored(reason));
+        self.abandon_store();
     }
 
     /// Gives up storing: the page is not installed, and its lock (if

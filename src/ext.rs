@@ -6,9 +6,10 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use nginx_sys::{
-    ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_http_test_predicates,
-    ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_str_t, ngx_table_elt_t,
-    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_http_test_predicates, ngx_int_t, ngx_list_part_t, ngx_list_push,
+    ngx_list_t, ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::Request;
@@ -298,5 +299,42 @@ impl BufExt for ngx_buf_t {
     fn consume(&mut self) {
         self.pos = self.last;
         self.file_pos = self.file_last;
+    }
+}
+
+/// Sends a whole response from memory: `body` with `status` and
+/// `content_type` (a content handler's last step).
+pub(crate) fn send_body(
+    r: &mut Request,
+    status: u32,
+    content_type: ngx_str_t,
+    body: &str,
+) -> ngx_int_t {
+    let Some(mut buffer) = r.pool().create_buffer_from_str(body) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    {
+        let out = &mut r.raw_mut().headers_out;
+        out.status = status as usize;
+        out.content_length_n = body.len() as i64;
+        out.content_type = content_type;
+        out.content_type_len = out.content_type.len;
+        out.content_type_lowcase = core::ptr::null_mut();
+    }
+    let raw: *mut ngx_http_request_t = r.into();
+    // SAFETY: `raw` is the live request; buffers come from its pool.
+    unsafe {
+        let rc = ngx_http_send_header(raw);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*raw).header_only() != 0 {
+            return rc;
+        }
+        let buf: *mut ngx_buf_t = ngx::core::Buffer::as_ngx_buf_mut(&mut buffer);
+        (*buf).set_last_buf(1);
+        (*buf).set_last_in_chain(1);
+        let mut chain = ngx_chain_t {
+            buf,
+            next: core::ptr::null_mut(),
+        };
+        ngx_http_output_filter(raw, &mut chain)
     }
 }

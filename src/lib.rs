@@ -29,6 +29,7 @@ mod lookup;
 mod notify;
 mod pages;
 mod purge;
+mod stats;
 mod store;
 mod tree;
 mod variable;
@@ -132,6 +133,9 @@ impl HttpModule for StaticGenModule {
         let cf = &mut *cf;
         conf::warn_unknown_variables(cf);
         if lookup::install(cf).is_err() {
+            return Status::NGX_ERROR.into();
+        }
+        if stats::install(cf).is_err() {
             return Status::NGX_ERROR.into();
         }
         store::install_filters();

@@ -20,6 +20,7 @@ use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
 use static_gen_logic::open_pages::OpenError;
 use static_gen_logic::path::{check_canonical, page_file_into, PathError};
+use static_gen_logic::stats::{Bypass, Reason, Unstored};
 use static_gen_logic::tree::{now, path_key, Holding, Lock, PageKeys, Tree, TreeError};
 
 use crate::conf::StaticGenConf;
@@ -30,6 +31,7 @@ use crate::lock::{self, PageLock};
 use crate::log::{log_errno, log_tree_error};
 use crate::notify;
 use crate::pages;
+use crate::stats;
 use crate::tree::{self, expand_root};
 use crate::wait::Wait;
 use crate::StaticGenModule;
@@ -99,7 +101,9 @@ fn resume(r: &mut Request, conf: &'static StaticGenConf, ctx: &mut RequestCtx) -
     wait.unpark();
     *ctx = if wait.timed_out() {
         ngx::ngx_log_debug_http!(r, "static_gen: lock wait timed out, not storing");
-        RequestCtx::new(LookupStatus::Miss)
+        let mut ctx = RequestCtx::new(LookupStatus::Miss);
+        ctx.reason = Some(Reason::Unstored(Unstored::LockTimeout));
+        ctx
     } else {
         lookup(r, conf, wait.deadline)
     };
@@ -115,8 +119,9 @@ fn now_msec() -> ngx_msec_t {
 /// `deadline` ends a wait for the page's lock.
 fn lookup(r: &mut Request, conf: &'static StaticGenConf, deadline: ngx_msec_t) -> RequestCtx {
     let mut rel = PageFileBuf::take();
-    let Some(root) = eligible_page(r, conf, &mut rel) else {
-        return RequestCtx::new(LookupStatus::Bypass);
+    let root = match eligible_page(r, conf, &mut rel) {
+        Ok(root) => root,
+        Err(reason) => return RequestCtx::bypass(reason),
     };
     let kept = match tree::tree(&root) {
         Ok(tree) => tree,
@@ -149,7 +154,7 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf, deadline: ngx_msec_t) -
 /// no fresh page.
 enum Found {
     Hit(HitPage),
-    Bypass,
+    Bypass(Bypass),
     Stale(StalePage),
 }
 
@@ -176,7 +181,7 @@ impl Found {
                 hit: Some(page),
                 ..RequestCtx::new(LookupStatus::Hit)
             },
-            Found::Bypass => RequestCtx::new(LookupStatus::Bypass),
+            Found::Bypass(reason) => RequestCtx::bypass(reason),
             Found::Stale(stale) => RequestCtx::new(stale.status),
         }
     }
@@ -219,7 +224,7 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Rc<Tree>, rel: &[u8]) -> Found
                     tree.display_path(rel).display()
                 ),
             );
-            Found::Bypass
+            Found::Bypass(Bypass::Mapping)
         }
         Err(OpenError::Io(err)) => {
             log_errno(
@@ -231,7 +236,7 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Rc<Tree>, rel: &[u8]) -> Found
                     tree.display_path(rel).display()
                 ),
             );
-            Found::Bypass
+            Found::Bypass(Bypass::Root)
         }
     }
 }
@@ -285,6 +290,7 @@ fn wait_for(
     let holder = holding.holder;
     let tree_id = tree.state().tree_id();
     let mut ctx = RequestCtx::new(status);
+    stats::lock_wait();
     if holder.pid != me.pid {
         // told when it is freed, or when the holder dies; if the lock was
         // freed meanwhile, look again at once
@@ -305,7 +311,9 @@ fn wait_for(
 /// goes upstream as usual), logged.
 fn unusable_tree(r: &Request, err: &TreeError) -> RequestCtx {
     log_tree_error(r.log(), "page not stored", err);
-    RequestCtx::new(LookupStatus::Miss)
+    let mut ctx = RequestCtx::new(LookupStatus::Miss);
+    ctx.reason = Some(Reason::Unstored(Unstored::WriteError));
+    ctx
 }
 
 /// A request that goes upstream and whose response may replace its page:
@@ -332,41 +340,51 @@ fn miss(
                 ctx.upstream_identity = ask_identity(r);
             }
         }
-        Err(err) => log_tree_error(r.log(), "page not stored", &err),
+        Err(err) => {
+            log_tree_error(r.log(), "page not stored", &err);
+            ctx.reason = Some(Reason::Unstored(Unstored::WriteError));
+        }
     }
     ctx
 }
 
 /// The root of an eligible request, with its page file (relative to the
-/// root) in `rel`, or `None` when it must bypass.
+/// root) in `rel`, or why it must bypass.
 fn eligible_page<'c>(
     r: &mut Request,
     conf: &'c StaticGenConf,
     rel: &mut Vec<u8>,
-) -> Option<Cow<'c, Path>> {
+) -> Result<Cow<'c, Path>, Bypass> {
+    if !r.is_get_or_head() {
+        return Err(Bypass::Method);
+    }
+    if r.has_query() {
+        return Err(Bypass::Query);
+    }
     // credentials mean a private answer, as for a session cookie
-    if !r.is_get_or_head() || r.has_query() || r.has_credentials() {
-        return None;
+    if r.has_credentials() {
+        return Err(Bypass::Credentials);
     }
     if !conf.hosts.allows(r.host()) {
         ngx::ngx_log_debug_http!(r, "static_gen: bypass: host is not a name of the site");
-        return None;
+        return Err(Bypass::Host);
     }
-    if !headers_allow(r, conf) {
-        return None;
-    }
+    headers_allow(r, conf)?;
     let uri = r.uri();
     if !conf.filter.allows(uri) {
-        return None;
+        return Err(Bypass::Pattern);
     }
     check_canonical(r.raw_path(), uri)
         .and_then(|()| page_file_into(uri, rel))
         .map_err(|err: PathError| debug_bypass(r, err))
-        .ok()?;
+        .map_err(|()| Bypass::Mapping)?;
     if !r.predicates_pass(conf.bypass) {
-        return None;
+        return Err(Bypass::Predicate);
     }
-    expand_root(r, conf.tree.as_ref()?)
+    conf.tree
+        .as_ref()
+        .and_then(|root| expand_root(r, root))
+        .ok_or(Bypass::Root)
 }
 
 thread_local! {
@@ -408,23 +426,28 @@ impl core::ops::DerefMut for PageFileBuf {
 /// False when a request header makes the answer private (a session
 /// cookie) or names another host than the site's for the application
 /// (`X-Forwarded-Host`, `Forwarded: host=`, which frameworks may trust).
-fn headers_allow(r: &Request, conf: &StaticGenConf) -> bool {
+fn headers_allow(r: &Request, conf: &StaticGenConf) -> Result<(), Bypass> {
     let cookies = conf.cookies();
     let site_host =
         |value: &[u8]| normalize_host(value).is_some_and(|host| conf.hosts.allows(&host));
-    r.headers_in().all(|header| {
+    for header in r.headers_in() {
         let (key, value) = (header.key.as_bytes(), header.value.as_bytes());
         if key.eq_ignore_ascii_case(b"cookie") {
-            !cookies.present_in(value)
+            if cookies.present_in(value) {
+                return Err(Bypass::Cookie);
+            }
         } else if key.eq_ignore_ascii_case(b"x-forwarded-host") {
-            value.split(|&b| b == b',').all(site_host)
+            if !value.split(|&b| b == b',').all(site_host) {
+                return Err(Bypass::Host);
+            }
         } else if key.eq_ignore_ascii_case(b"forwarded") {
             let mut elements = value.split(|&b| b == b',');
-            elements.all(|element| forwarded_host(element).is_none_or(site_host))
-        } else {
-            true
+            if !elements.all(|element| forwarded_host(element).is_none_or(site_host)) {
+                return Err(Bypass::Host);
+            }
         }
-    })
+    }
+    Ok(())
 }
 
 /// Makes the upstream answer a MISS uncompressed, so the page is stored as

@@ -4,10 +4,9 @@
 //! background.
 
 use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_cycle_t, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE, NGX_HTTP_FORBIDDEN,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST,
-    NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_cycle_t, ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_DELETE,
+    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
+    NGX_HTTP_POST, NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
@@ -15,12 +14,14 @@ use std::path::{Path, PathBuf};
 
 use static_gen_logic::purge::{purge, reply, Purged};
 use static_gen_logic::scope::{PurgeArgs, Scope};
+use static_gen_logic::stats::PurgeScope;
 use static_gen_logic::sweep::{clean_up_in_background, Cleanup};
 use static_gen_logic::tree::Tree;
 
 use crate::access::client_is_local;
-use crate::ext::RequestExt;
+use crate::ext::{send_body, RequestExt};
 use crate::log::log_errno;
+use crate::stats;
 use crate::tree::{current_tree, expand_root};
 use crate::StaticGenModule;
 
@@ -64,6 +65,7 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     match current_tree(&root).and_then(|tree| purge(&tree, &scope, hard)) {
         Ok(mut purged) => {
             log_purge(r, &root, &scope, &purged);
+            stats::purged(counted_scope(&scope), purged.soft);
             let cleanup = std::mem::replace(&mut purged.cleanup, Cleanup::None);
             let removal = delete_later(r, &root, cleanup);
             send_json(r, NGX_HTTP_OK, &reply(&scope, &purged, removal))
@@ -77,6 +79,15 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
             );
             send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "purge failed")
         }
+    }
+}
+
+/// A purge's scope, as counted.
+fn counted_scope(scope: &Scope) -> PurgeScope {
+    match scope {
+        Scope::All => PurgeScope::All,
+        Scope::Uri(_) => PurgeScope::Uri,
+        Scope::Prefix(_) => PurgeScope::Prefix,
     }
 }
 
@@ -148,35 +159,12 @@ fn send_error(r: &mut Request, status: u32, message: &str) -> ngx_int_t {
 
 /// Sends a one-line JSON body with `status`.
 fn send_json(r: &mut Request, status: u32, body: &str) -> ngx_int_t {
-    let line = format!("{body}\n");
-    let pool = r.pool();
-    let Some(mut buffer) = pool.create_buffer_from_str(&line) else {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    };
-    {
-        let out = &mut r.raw_mut().headers_out;
-        out.status = status as usize;
-        out.content_length_n = line.len() as i64;
-        out.content_type = ngx::ngx_string!("application/json");
-        out.content_type_len = out.content_type.len;
-        out.content_type_lowcase = core::ptr::null_mut();
-    }
-    let raw: *mut ngx_http_request_t = r.into();
-    // SAFETY: `raw` is the live request; buffers come from its pool.
-    unsafe {
-        let rc = ngx_http_send_header(raw);
-        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || (*raw).header_only() != 0 {
-            return rc;
-        }
-        let buf: *mut ngx_buf_t = ngx::core::Buffer::as_ngx_buf_mut(&mut buffer);
-        (*buf).set_last_buf(1);
-        (*buf).set_last_in_chain(1);
-        let mut chain = ngx_chain_t {
-            buf,
-            next: core::ptr::null_mut(),
-        };
-        ngx_http_output_filter(raw, &mut chain)
-    }
+    send_body(
+        r,
+        status,
+        ngx::ngx_string!("application/json"),
+        &format!("{body}\n"),
+    )
 }
 
 /// `static_gen_purge_on_start`: purges each tree whole as nginx starts,

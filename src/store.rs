@@ -19,6 +19,7 @@ use ngx::core::Status;
 use ngx::http::Request;
 use static_gen_logic::page::encode_header;
 use static_gen_logic::rules::{storable, ResponseFacts};
+use static_gen_logic::stats::{Reason, Unstored};
 use static_gen_logic::store::{PageLimits, PageWriter};
 use static_gen_logic::tree::TreeError;
 use static_gen_logic::variants::{Compressor, Job};
@@ -27,6 +28,7 @@ use crate::ctx::{self, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
 use crate::hit;
 use crate::log::log_tree_error;
+use crate::stats;
 use crate::tree::current_tree;
 
 const NOT_STORED: &str = "page not stored";
@@ -69,15 +71,18 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
                 Err(()) => Status::NGX_ERROR.into(),
             };
         }
-        if let Some(miss) = &ctx.miss {
-            if refused {
+        let started = match &ctx.miss {
+            Some(_) if refused => {
                 ngx::ngx_log_debug_http!(r, "static_gen: not stored: the upstream refused");
-            } else if r.is_get() && r.is_main() {
-                ctx.writer = start_page(r, miss);
+                Some(Err(Unstored::UpstreamRefused))
             }
-        }
-        if ctx.writer.is_none() {
-            ctx.abandon_store();
+            Some(miss) if r.is_get() && r.is_main() => Some(start_page(r, miss)),
+            _ => None,
+        };
+        match started {
+            Some(Ok(writer)) => ctx.writer = Some(writer),
+            Some(Err(reason)) => ctx.refuse_store(reason),
+            None => ctx.abandon_store(),
         }
     }
     next_header(raw)
@@ -125,9 +130,9 @@ fn upstream_refuses(r: &mut Request) -> bool {
 }
 
 /// Opens the temporary file of a storable response, or says why not.
-fn start_page(r: &mut Request, miss: &MissPage) -> Option<PageWriter> {
+fn start_page(r: &mut Request, miss: &MissPage) -> Result<PageWriter, Unstored> {
     if !r.predicates_pass(miss.conf.no_store) {
-        return None;
+        return Err(Unstored::UpstreamRefused);
     }
     let mut cache_control = Vec::new();
     let mut vary = Vec::new();
@@ -159,17 +164,18 @@ fn start_page(r: &mut Request, miss: &MissPage) -> Option<PageWriter> {
     };
     if let Err(reason) = storable(&facts, miss.conf.types()) {
         ngx::ngx_log_debug_http!(r, "static_gen: not stored: {}", reason);
-        return None;
+        return Err(Unstored::Rule(reason));
     }
-    let header = encode_header(facts.content_type, r.uri()).ok()?;
+    let header = encode_header(facts.content_type, r.uri()).map_err(|_| Unstored::WriteError)?;
     let limits = PageLimits {
         expected: u64::try_from(out.content_length_n).ok(),
         max: miss.conf.max_size(),
         mode: miss.conf.file_mode(),
     };
-    PageWriter::create(&miss.tree, &header, limits)
-        .map_err(|err| log_tree_error(r.log(), NOT_STORED, &err))
-        .ok()
+    PageWriter::create(&miss.tree, &header, limits).map_err(|err| {
+        log_tree_error(r.log(), NOT_STORED, &err);
+        Unstored::of(&err)
+    })
 }
 
 extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
@@ -185,7 +191,7 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
                 Ok(saw_last) => last = saw_last,
                 Err(err) => {
                     log_tree_error(r.log(), NOT_STORED, &err);
-                    ctx.abandon_store();
+                    ctx.refuse_store(Unstored::of(&err));
                 }
             }
         }
@@ -196,16 +202,18 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
     if let Some(ctx) = ctx::get(r) {
         if ctx.writer.is_some() && (rc == Status::NGX_ERROR.0 || r.connection_error()) {
             // the client did not get the page: do not keep it either
-            ctx.abandon_store();
+            ctx.refuse_store(Unstored::ClientAbort);
         } else if last && !r.body_end_marked() {
             ngx::ngx_log_debug_http!(
                 r,
                 "static_gen: not stored: body ended at a connection close"
             );
-            ctx.abandon_store();
+            ctx.refuse_store(Unstored::Incomplete);
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                install(r, writer, miss);
+                if let Err(reason) = install(r, writer, miss) {
+                    ctx.reason.get_or_insert(Reason::Unstored(reason));
+                }
             }
             // installed or not: waiters look now
             ctx.abandon_store();
@@ -258,12 +266,13 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, TreeErr
 /// Installs a complete page, in the tree as the path leads to it now,
 /// unless a purge since the request started covers it; then has its
 /// compressed variants made in the background.
-fn install(r: &Request, writer: PageWriter, miss: &MissPage) {
+fn install(r: &Request, writer: PageWriter, miss: &MissPage) -> Result<(), Unstored> {
     let body_len = writer.body_written();
     let installed = current_tree(miss.tree.root())
         .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri()));
     match installed {
         Ok(Some(version)) => {
+            stats::stored(body_len);
             let config = miss.conf.compress();
             if !config.is_off() && body_len >= config.min_length as u64 {
                 compress_later(Job {
@@ -273,11 +282,16 @@ fn install(r: &Request, writer: PageWriter, miss: &MissPage) {
                     config: config.clone(),
                 });
             }
+            Ok(())
         }
         Ok(None) => {
             ngx::ngx_log_debug_http!(r, "static_gen: not stored: purged meanwhile");
+            Err(Unstored::PurgedInFlight)
         }
-        Err(err) => log_tree_error(r.log(), NOT_STORED, &err),
+        Err(err) => {
+            log_tree_error(r.log(), NOT_STORED, &err);
+            Err(Unstored::of(&err))
+        }
     }
 }
 

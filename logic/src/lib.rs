@@ -8,7 +8,8 @@
 //! directory on disk, the mapped shared state), `journal` (purges recorded
 //! for MISSes in flight), `store` (writing a page), `sweep` (background
 //! deletion), `purge`. The rest (`path`, `scope`, `page`, `rules`,
-//! `matcher`, `cookie`, `access`, `throttle`) is pure parsing and rules.
+//! `matcher`, `cookie`, `access`, `throttle`) is pure parsing and rules;
+//! `stats` the counters' layout and rendering.
 
 pub mod access;
 pub mod compress;
@@ -24,6 +25,7 @@ pub mod path;
 pub mod purge;
 pub mod rules;
 pub mod scope;
+pub mod stats;
 pub mod store;
 pub mod sweep;
 pub mod throttle;
