@@ -14,20 +14,23 @@ use std::os::fd::FromRawFd;
 use nginx_sys::{
     ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t,
+    NGX_LOG_INFO,
 };
 use ngx::core::Status;
-use ngx::http::Request;
+use ngx::http::{HttpModuleLocationConf, Request};
 use static_gen_logic::page::encode_header;
 use static_gen_logic::rules::{storable, ResponseFacts};
 use static_gen_logic::store::{PageLimits, PageWriter};
+use static_gen_logic::tags::{TagError, Tags};
 use static_gen_logic::tree::TreeError;
 use static_gen_logic::variants::{Compressor, Job};
 
 use crate::ctx::{self, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
 use crate::hit;
-use crate::log::log_tree_error;
+use crate::log::{log_errno, log_tree_error};
 use crate::tree::current_tree;
+use crate::StaticGenModule;
 
 const NOT_STORED: &str = "page not stored";
 
@@ -58,7 +61,14 @@ fn next_body(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
 extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: filters are called with a live request.
     let r = unsafe { Request::from_ngx_http_request(raw) };
-    if let Some(ctx) = ctx::get(r) {
+    let ctx = ctx::get(r);
+    // on every response of a `static_gen` location: clients never see tags
+    let tags = if ctx.is_some() || in_static_gen_location(r) {
+        take_tags(r)
+    } else {
+        Ok(Tags::NONE)
+    };
+    if let Some(ctx) = ctx {
         ctx.restore_accept_encoding();
         // on every response of a `static_gen` location, not only a MISS
         let refused = upstream_refuses(r);
@@ -73,7 +83,8 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
             if refused {
                 ngx::ngx_log_debug_http!(r, "static_gen: not stored: the upstream refused");
             } else if r.is_get() && r.is_main() {
-                ctx.writer = start_page(r, miss);
+                ctx.writer = start_page(r, miss, &tags);
+                ctx.tags = tags.unwrap_or_default();
             }
         }
         if ctx.writer.is_none() {
@@ -124,8 +135,34 @@ fn upstream_refuses(r: &mut Request) -> bool {
     refused || accel_expires.is_some_and(|h| h.value.as_bytes() == b"0")
 }
 
+fn in_static_gen_location(r: &Request) -> bool {
+    StaticGenModule::location_conf(r).is_some_and(|conf| conf.enabled())
+}
+
+/// Removes `X-Static-Gen-Tags` from the response and returns the tags all
+/// such headers name.
+fn take_tags(r: &mut Request) -> Result<Tags, TagError> {
+    let mut values = Vec::new();
+    for header in r.headers_out_mut() {
+        if header.hash != 0
+            && header
+                .key
+                .as_bytes()
+                .eq_ignore_ascii_case(b"x-static-gen-tags")
+        {
+            header.hash = 0;
+            values.push(header.value.as_bytes());
+        }
+    }
+    Tags::from_header_values(values)
+}
+
 /// Opens the temporary file of a storable response, or says why not.
-fn start_page(r: &mut Request, miss: &MissPage) -> Option<PageWriter> {
+fn start_page(
+    r: &mut Request,
+    miss: &MissPage,
+    tags: &Result<Tags, TagError>,
+) -> Option<PageWriter> {
     if !r.predicates_pass(miss.conf.no_store) {
         return None;
     }
@@ -161,7 +198,20 @@ fn start_page(r: &mut Request, miss: &MissPage) -> Option<PageWriter> {
         ngx::ngx_log_debug_http!(r, "static_gen: not stored: {}", reason);
         return None;
     }
-    let header = encode_header(facts.content_type, r.uri()).ok()?;
+    let tags = match tags {
+        Ok(tags) => tags,
+        Err(err) => {
+            // the page could not be purged by its tags: not stored
+            log_errno(
+                NGX_LOG_INFO,
+                r.log(),
+                0,
+                format_args!("static_gen: {NOT_STORED}: X-Static-Gen-Tags: {err}"),
+            );
+            return None;
+        }
+    };
+    let header = encode_header(facts.content_type, r.uri(), tags.as_line()).ok()?;
     let limits = PageLimits {
         expected: u64::try_from(out.content_length_n).ok(),
         max: miss.conf.max_size(),
@@ -205,7 +255,7 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
             ctx.abandon_store();
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                install(r, writer, miss);
+                install(r, writer, miss, &ctx.tags);
             }
             // installed or not: waiters look now
             ctx.abandon_store();
@@ -256,12 +306,12 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, TreeErr
 }
 
 /// Installs a complete page, in the tree as the path leads to it now,
-/// unless a purge since the request started covers it; then has its
-/// compressed variants made in the background.
-fn install(r: &Request, writer: PageWriter, miss: &MissPage) {
+/// unless a purge since the request started covers it or one of its
+/// `tags`; then has its compressed variants made in the background.
+fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) {
     let body_len = writer.body_written();
     let installed = current_tree(miss.tree.root())
-        .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri()));
+        .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri(), tags));
     match installed {
         Ok(Some(version)) => {
             let config = miss.conf.compress();
