@@ -198,10 +198,11 @@ mod tests {
         body
     }
 
-    /// Stores a page as a MISS does; returns the job for its variants.
+    /// Stores a page (with tags) as a MISS does; returns the job for its
+    /// variants.
     fn store(tree: &Tree, rel: &str, uri: &str, body: &[u8]) -> Job {
         let mark = journal::mark(tree).unwrap();
-        let header = encode_header(b"text/html", uri.as_bytes(), b"").unwrap();
+        let header = encode_header(b"text/html", uri.as_bytes(), b"article-1 home").unwrap();
         let mut writer = PageWriter::create(tree, &header, PageLimits::default()).unwrap();
         writer.write(body).unwrap();
         let version = writer
@@ -233,6 +234,7 @@ mod tests {
         let file = fs::read(root.0.join("a/index.html")).unwrap();
         let header = decode_header(&file).unwrap();
         let start = header.body_offset;
+        assert_eq!(header.tags, b"article-1 home", "tags carried over");
         assert_eq!(header.identity_len, Some(body.len() as u64));
         assert_eq!(&file[start..start + body.len()], body.as_slice());
         for encoding in [Encoding::Gzip, Encoding::Br] {
