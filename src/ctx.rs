@@ -11,6 +11,7 @@ use static_gen_logic::journal::Mark;
 use static_gen_logic::open_pages::OpenPage;
 use static_gen_logic::stats::{Bypass, Reason, Unstored};
 use static_gen_logic::store::PageWriter;
+use static_gen_logic::tags::Tags;
 use static_gen_logic::tree::Tree;
 
 use crate::conf::StaticGenConf;
@@ -75,6 +76,8 @@ pub(crate) struct RequestCtx {
     pub hit: Option<HitPage>,
     pub miss: Option<MissPage>,
     pub writer: Option<PageWriter>,
+    /// The tags of the response being stored (`X-Static-Gen-Tags`).
+    pub tags: Tags,
     /// The stale page to serve instead if the upstream fails.
     pub fallback: Option<HitPage>,
     /// Serving `fallback` (as this representation): the upstream's body is
@@ -98,6 +101,7 @@ impl RequestCtx {
             hit: None,
             miss: None,
             writer: None,
+            tags: Tags::NONE,
             fallback: None,
             replacing: None,
             wait: None,

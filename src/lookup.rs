@@ -199,7 +199,7 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Rc<Tree>, rel: &[u8]) -> Found
     let keys = PageKeys::of(rel);
     match pages::open(tree, rel, keys.page()) {
         Ok(page) => {
-            let purged = tree.state().staleness(&keys, page.modified);
+            let purged = tree.state().staleness(&keys, &page.tag_keys, page.modified);
             match freshness(page.modified, purged, conf.lifetimes(), now()) {
                 Freshness::Fresh => Found::Hit(page),
                 Freshness::Stale { expired, servable } => Found::Stale(StalePage {

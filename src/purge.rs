@@ -88,6 +88,7 @@ fn counted_scope(scope: &Scope) -> PurgeScope {
         Scope::All => PurgeScope::All,
         Scope::Uri(_) => PurgeScope::Uri,
         Scope::Prefix(_) => PurgeScope::Prefix,
+        Scope::Tags(_) => PurgeScope::Tag,
     }
 }
 
@@ -108,6 +109,12 @@ fn log_purge(r: &Request, root: &Path, scope: &Scope, purged: &Purged) {
         (Scope::All, true) => {
             "every page (stale at once, deleted after their stale time)".to_string()
         }
+        (Scope::Tags(_), true) => {
+            "pages carrying them (stale at once, deleted after their stale time)".into()
+        }
+        (Scope::Tags(_), false) => {
+            "pages carrying them (stale at once, deleted in the background)".into()
+        }
         (_, true) => format!("{} entries marked stale", purged.count),
         (Scope::Uri(_), false) => format!("{} page removed", purged.count),
         (Scope::Prefix(_), false) => format!("{} entries moved to the trash", purged.count),
@@ -119,13 +126,20 @@ fn log_purge(r: &Request, root: &Path, scope: &Scope, purged: &Purged) {
         format_args!(
             "static_gen: purged {} {}of \"{}\": {what}",
             scope.kind(),
-            scope
-                .path()
-                .map(|p| format!("\"{}\" ", String::from_utf8_lossy(p)))
-                .unwrap_or_default(),
+            scope_argument(scope),
             root.display()
         ),
     );
+}
+
+/// The purge's argument for the log line: `"/path" ` or `"a b" `.
+fn scope_argument(scope: &Scope) -> String {
+    let text = match scope {
+        Scope::All => return String::new(),
+        Scope::Tags(tags) => tags.join(&b' '),
+        Scope::Uri(path) | Scope::Prefix(path) => path.clone(),
+    };
+    format!("\"{}\" ", String::from_utf8_lossy(&text))
 }
 
 /// Starts deleting what the purge left; it stays (deleted by the next

@@ -14,22 +14,25 @@ use std::os::fd::FromRawFd;
 use nginx_sys::{
     ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t,
+    NGX_LOG_INFO,
 };
 use ngx::core::Status;
-use ngx::http::Request;
+use ngx::http::{HttpModuleLocationConf, Request};
 use static_gen_logic::page::encode_header;
 use static_gen_logic::rules::{storable, ResponseFacts};
 use static_gen_logic::stats::{Reason, Unstored};
 use static_gen_logic::store::{PageLimits, PageWriter};
+use static_gen_logic::tags::{TagError, Tags};
 use static_gen_logic::tree::TreeError;
 use static_gen_logic::variants::{Compressor, Job};
 
 use crate::ctx::{self, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
 use crate::hit;
-use crate::log::log_tree_error;
+use crate::log::{log_errno, log_tree_error};
 use crate::stats;
 use crate::tree::current_tree;
+use crate::StaticGenModule;
 
 const NOT_STORED: &str = "page not stored";
 
@@ -60,7 +63,14 @@ fn next_body(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
 extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: filters are called with a live request.
     let r = unsafe { Request::from_ngx_http_request(raw) };
-    if let Some(ctx) = ctx::get(r) {
+    let ctx = ctx::get(r);
+    // on every response of a `static_gen` location: clients never see tags
+    let tags = if ctx.is_some() || in_static_gen_location(r) {
+        take_tags(r)
+    } else {
+        Ok(Tags::NONE)
+    };
+    if let Some(ctx) = ctx {
         ctx.restore_accept_encoding();
         // on every response of a `static_gen` location, not only a MISS
         let refused = upstream_refuses(r);
@@ -76,9 +86,10 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
                 ngx::ngx_log_debug_http!(r, "static_gen: not stored: the upstream refused");
                 Some(Err(Unstored::UpstreamRefused))
             }
-            Some(miss) if r.is_get() && r.is_main() => Some(start_page(r, miss)),
+            Some(miss) if r.is_get() && r.is_main() => Some(start_page(r, miss, &tags)),
             _ => None,
         };
+        ctx.tags = tags.unwrap_or_default();
         match started {
             Some(Ok(writer)) => ctx.writer = Some(writer),
             Some(Err(reason)) => ctx.refuse_store(reason),
@@ -129,8 +140,34 @@ fn upstream_refuses(r: &mut Request) -> bool {
     refused || accel_expires.is_some_and(|h| h.value.as_bytes() == b"0")
 }
 
+fn in_static_gen_location(r: &Request) -> bool {
+    StaticGenModule::location_conf(r).is_some_and(|conf| conf.enabled())
+}
+
+/// Removes `X-Static-Gen-Tags` from the response and returns the tags all
+/// such headers name.
+fn take_tags(r: &mut Request) -> Result<Tags, TagError> {
+    let mut values = Vec::new();
+    for header in r.headers_out_mut() {
+        if header.hash != 0
+            && header
+                .key
+                .as_bytes()
+                .eq_ignore_ascii_case(b"x-static-gen-tags")
+        {
+            header.hash = 0;
+            values.push(header.value.as_bytes());
+        }
+    }
+    Tags::from_header_values(values)
+}
+
 /// Opens the temporary file of a storable response, or says why not.
-fn start_page(r: &mut Request, miss: &MissPage) -> Result<PageWriter, Unstored> {
+fn start_page(
+    r: &mut Request,
+    miss: &MissPage,
+    tags: &Result<Tags, TagError>,
+) -> Result<PageWriter, Unstored> {
     if !r.predicates_pass(miss.conf.no_store) {
         return Err(Unstored::UpstreamRefused);
     }
@@ -166,7 +203,21 @@ fn start_page(r: &mut Request, miss: &MissPage) -> Result<PageWriter, Unstored> 
         ngx::ngx_log_debug_http!(r, "static_gen: not stored: {}", reason);
         return Err(Unstored::Rule(reason));
     }
-    let header = encode_header(facts.content_type, r.uri()).map_err(|_| Unstored::WriteError)?;
+    let tags = match tags {
+        Ok(tags) => tags,
+        Err(err) => {
+            // the page could not be purged by its tags: not stored
+            log_errno(
+                NGX_LOG_INFO,
+                r.log(),
+                0,
+                format_args!("static_gen: {NOT_STORED}: X-Static-Gen-Tags: {err}"),
+            );
+            return Err(Unstored::Tags);
+        }
+    };
+    let header = encode_header(facts.content_type, r.uri(), tags.as_line())
+        .map_err(|_| Unstored::WriteError)?;
     let limits = PageLimits {
         expected: u64::try_from(out.content_length_n).ok(),
         max: miss.conf.max_size(),
@@ -211,7 +262,7 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
             ctx.refuse_store(Unstored::Incomplete);
         } else if last {
             if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                if let Err(reason) = install(r, writer, miss) {
+                if let Err(reason) = install(r, writer, miss, &ctx.tags) {
                     ctx.reason.get_or_insert(Reason::Unstored(reason));
                 }
             }
@@ -264,12 +315,12 @@ fn tee(writer: &mut PageWriter, chain: *mut ngx_chain_t) -> Result<bool, TreeErr
 }
 
 /// Installs a complete page, in the tree as the path leads to it now,
-/// unless a purge since the request started covers it; then has its
-/// compressed variants made in the background.
-fn install(r: &Request, writer: PageWriter, miss: &MissPage) -> Result<(), Unstored> {
+/// unless a purge since the request started covers it or one of its
+/// `tags`; then has its compressed variants made in the background.
+fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) -> Result<(), Unstored> {
     let body_len = writer.body_written();
     let installed = current_tree(miss.tree.root())
-        .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri()));
+        .and_then(|tree| writer.commit_unless_purged(&tree, &miss.rel, miss.mark, r.uri(), tags));
     match installed {
         Ok(Some(version)) => {
             stats::stored(body_len);

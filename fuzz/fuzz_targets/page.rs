@@ -1,5 +1,5 @@
 //! Page files: any bytes read as a header, and a header written from a
-//! content type and a URI, then read back (property 5).
+//! content type, a URI and tags, then read back (property 5).
 #![no_main]
 
 #[path = "../../logic/tests/invariants/mod.rs"]
@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let content_type = parts.next().unwrap_or_default();
     let uri = parts.next().unwrap_or_default();
     let body = parts.next().unwrap_or_default();
-    check_header_round_trip(content_type, uri, body);
+    check_header_round_trip(content_type, uri, b"", body);
+    check_header_round_trip(content_type, uri, b"article-1 home", body);
     // the one control byte the split leaves out
-    check_header_round_trip(&[content_type, b"\n"].concat(), uri, body);
+    check_header_round_trip(&[content_type, b"\n"].concat(), uri, b"", body);
 });

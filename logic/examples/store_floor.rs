@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use static_gen_logic::journal;
 use static_gen_logic::page::encode_header;
 use static_gen_logic::store::{PageLimits, PageWriter};
+use static_gen_logic::tags::Tags;
 use static_gen_logic::tree::Tree;
 
 /// nginx hands a proxied body to the filters in buffers of this size.
@@ -47,7 +48,7 @@ fn store_pages(root: &Path, count: u64, size: usize) -> Result<(), Box<dyn std::
     for n in 0..count {
         let uri = format!("/floor/{n}/");
         let mark = journal::mark(&tree)?;
-        let header = encode_header(b"text/html", uri.as_bytes())?;
+        let header = encode_header(b"text/html", uri.as_bytes(), b"")?;
         let limits = PageLimits {
             expected: Some(size as u64),
             ..PageLimits::default()
@@ -60,7 +61,7 @@ fn store_pages(root: &Path, count: u64, size: usize) -> Result<(), Box<dyn std::
         // as the module does before installing: is the tree still this one?
         if !tree.is_current()
             || writer
-                .commit_unless_purged(&tree, rel.as_bytes(), mark, uri.as_bytes())?
+                .commit_unless_purged(&tree, rel.as_bytes(), mark, uri.as_bytes(), &Tags::NONE)?
                 .is_none()
         {
             return Err("a purge was recorded meanwhile".into());

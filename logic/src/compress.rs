@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn a_page_file_is_compressed_from_its_body() {
         let scratch = Scratch::new("compress-file");
-        let header = crate::page::encode_header(b"text/html", b"/a/").unwrap();
+        let header = crate::page::encode_header(b"text/html", b"/a/", b"").unwrap();
         let body = html(5000);
         let path = scratch.0.join("index.html");
         std::fs::write(&path, [&header[..], &body].concat()).unwrap();

@@ -19,6 +19,7 @@ use rustix::fs::{fstat, ftruncate, statat, AtFlags, OFlags};
 use rustix::io::Errno;
 
 use crate::scope::Scope;
+use crate::tags::Tags;
 use crate::tree::{Tree, TreeError, STATE_FILE};
 
 const JOURNAL: &str = "purges";
@@ -52,9 +53,10 @@ pub fn mark(tree: &Tree) -> Result<Mark, TreeError> {
     })
 }
 
-/// True when a purge recorded after `mark` covers `uri`. The caller holds
-/// the tree lock shared and has checked that `tree` is current.
-pub fn purged_since(tree: &Tree, mark: Mark, uri: &[u8]) -> Result<bool, TreeError> {
+/// True when a purge recorded after `mark` covers `uri` or one of `tags`
+/// (the response's). The caller holds the tree lock shared and has checked
+/// that `tree` is current.
+pub fn purged_since(tree: &Tree, mark: Mark, uri: &[u8], tags: &Tags) -> Result<bool, TreeError> {
     let state = tree.state();
     if state.tree_id() != mark.tree_id || state.journal_generation() != mark.generation {
         return Ok(true);
@@ -78,7 +80,7 @@ pub fn purged_since(tree: &Tree, mark: Mark, uri: &[u8]) -> Result<bool, TreeErr
     Ok(added
         .split(|&b| b == b'\n')
         .filter_map(parse_entry)
-        .any(|scope| scope.covers(uri)))
+        .any(|scope| scope.covers(uri, tags)))
 }
 
 /// Records a purge; the caller holds the tree lock exclusively.
@@ -125,12 +127,18 @@ fn empty(tree: &Tree, journal: &std::fs::File) -> Result<(), TreeError> {
     ftruncate(journal, 0).map_err(|e| TreeError::io("truncate", path(), e))
 }
 
+/// The journal line of a purge: `uri /a/`, `prefix /a/`, `tag a b` (tags
+/// hold no space); `None` for the whole tree.
 fn entry(scope: &Scope) -> Option<Vec<u8>> {
-    let scope_path = scope.path()?;
-    let mut line = Vec::with_capacity(scope_path.len() + 8);
+    let value = match scope {
+        Scope::All => return None,
+        Scope::Uri(path) | Scope::Prefix(path) => path.clone(),
+        Scope::Tags(tags) => tags.join(&b' '),
+    };
+    let mut line = Vec::with_capacity(value.len() + 8);
     line.extend_from_slice(scope.kind().as_bytes());
     line.push(b' ');
-    line.extend_from_slice(scope_path);
+    line.extend_from_slice(&value);
     line.push(b'\n');
     Some(line)
 }
@@ -141,6 +149,9 @@ fn parse_entry(line: &[u8]) -> Option<Scope> {
     match &line[..space] {
         b"uri" => Some(Scope::Uri(path)),
         b"prefix" => Some(Scope::Prefix(path)),
+        b"tag" => Some(Scope::Tags(
+            path.split(|&b| b == b' ').map(<[u8]>::to_vec).collect(),
+        )),
         _ => None,
     }
 }
@@ -160,7 +171,7 @@ mod tests {
         let scratch = Scratch::new("journal-none");
         let tree = tree(&scratch);
         let mark = mark(&tree).unwrap();
-        assert!(!purged_since(&tree, mark, b"/a/").unwrap());
+        assert!(!purged_since(&tree, mark, b"/a/", &Tags::NONE).unwrap());
     }
 
     #[test]
@@ -170,15 +181,31 @@ mod tests {
         let before = mark(&tree).unwrap();
         record(&tree, &Scope::Uri(b"/a/".to_vec()), false).unwrap();
         record(&tree, &Scope::Prefix(b"/blog/".to_vec()), false).unwrap();
-        assert!(purged_since(&tree, before, b"/a/").unwrap());
-        assert!(purged_since(&tree, before, b"/blog/post/").unwrap());
-        assert!(!purged_since(&tree, before, b"/a").unwrap());
-        assert!(!purged_since(&tree, before, b"/other/").unwrap());
+        assert!(purged_since(&tree, before, b"/a/", &Tags::NONE).unwrap());
+        assert!(purged_since(&tree, before, b"/blog/post/", &Tags::NONE).unwrap());
+        assert!(!purged_since(&tree, before, b"/a", &Tags::NONE).unwrap());
+        assert!(!purged_since(&tree, before, b"/other/", &Tags::NONE).unwrap());
         let after = mark(&tree).unwrap();
         assert!(
-            !purged_since(&tree, after, b"/a/").unwrap(),
+            !purged_since(&tree, after, b"/a/", &Tags::NONE).unwrap(),
             "older entries do not count"
         );
+    }
+
+    #[test]
+    fn tag_purges_cover_responses_carrying_the_tag() {
+        let scratch = Scratch::new("journal-tags");
+        let tree = tree(&scratch);
+        let tagged = Tags::from_header_values([&b"article-1, home"[..]]).unwrap();
+        let before = mark(&tree).unwrap();
+        let tags = |t: &[&str]| Scope::Tags(t.iter().map(|t| t.as_bytes().to_vec()).collect());
+        record(&tree, &tags(&["article-2", "x"]), false).unwrap();
+        assert!(!purged_since(&tree, before, b"/a/", &tagged).unwrap());
+        record(&tree, &tags(&["y", "home"]), true).unwrap();
+        assert!(purged_since(&tree, before, b"/a/", &tagged).unwrap());
+        assert!(!purged_since(&tree, before, b"/a/", &Tags::NONE).unwrap());
+        let after = mark(&tree).unwrap();
+        assert!(!purged_since(&tree, after, b"/a/", &tagged).unwrap());
     }
 
     #[test]
@@ -187,9 +214,9 @@ mod tests {
         let tree = tree(&scratch);
         let before = mark(&tree).unwrap();
         record(&tree, &Scope::All, false).unwrap();
-        assert!(purged_since(&tree, before, b"/anything").unwrap());
+        assert!(purged_since(&tree, before, b"/anything", &Tags::NONE).unwrap());
         let after = mark(&tree).unwrap();
-        assert!(!purged_since(&tree, after, b"/anything").unwrap());
+        assert!(!purged_since(&tree, after, b"/anything", &Tags::NONE).unwrap());
     }
 
     /// The hole a fault campaign found: the journal used to be replaced by
@@ -205,7 +232,7 @@ mod tests {
         record(&tree, &Scope::All, false).unwrap();
         let after = mark(&tree).unwrap();
         assert_eq!(before.len, after.len, "the same length as before");
-        assert!(purged_since(&tree, before, b"/x").unwrap());
+        assert!(purged_since(&tree, before, b"/x", &Tags::NONE).unwrap());
     }
 
     #[test]
@@ -215,7 +242,7 @@ mod tests {
         let note = mark(&old).unwrap();
         std::fs::remove_dir_all(scratch.0.join(crate::path::RESERVED_DIR)).unwrap();
         let new = tree(&scratch);
-        assert!(purged_since(&new, note, b"/x").unwrap());
+        assert!(purged_since(&new, note, b"/x", &Tags::NONE).unwrap());
     }
 
     #[test]
@@ -257,6 +284,6 @@ mod tests {
             .unwrap()
             .len();
         assert!(len <= MAX_JOURNAL_LEN + 4100, "{len}");
-        assert!(purged_since(&tree, before, b"/unrelated").unwrap());
+        assert!(purged_since(&tree, before, b"/unrelated", &Tags::NONE).unwrap());
     }
 }

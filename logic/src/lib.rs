@@ -7,7 +7,7 @@
 //! Layers, each using only those below it: `tree` (the root and reserved
 //! directory on disk, the mapped shared state), `journal` (purges recorded
 //! for MISSes in flight), `store` (writing a page), `sweep` (background
-//! deletion), `purge`. The rest (`path`, `scope`, `page`, `rules`,
+//! deletion), `purge`. The rest (`path`, `scope`, `tags`, `page`, `rules`,
 //! `matcher`, `cookie`, `access`, `throttle`) is pure parsing and rules;
 //! `stats` the counters' layout and rendering.
 
@@ -28,6 +28,7 @@ pub mod scope;
 pub mod stats;
 pub mod store;
 pub mod sweep;
+pub mod tags;
 pub mod throttle;
 pub mod tree;
 pub mod variants;

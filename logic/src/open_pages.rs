@@ -168,6 +168,8 @@ pub struct OpenPage {
     pub identity_len: u64,
     pub variants: Variants,
     pub content_type: Rc<[u8]>,
+    /// Its tags' purge-mark keys.
+    pub tag_keys: Rc<[u64]>,
 }
 
 /// Why a page could not be opened.
@@ -214,6 +216,7 @@ impl OpenPage {
             .unwrap_or_else(|| meta.len().saturating_sub(header.body_offset));
         Ok(OpenPage {
             content_type: header.content_type,
+            tag_keys: header.tag_keys,
             body_offset: header.body_offset,
             identity_len,
             variants: header.variants,
@@ -418,7 +421,7 @@ impl OpenPages {
             let state = tree.state();
             let keys = PageKeys::of(&entry.rel);
             let purged = state
-                .staleness(&keys, entry.page.modified)
+                .staleness(&keys, &entry.page.tag_keys, entry.page.modified)
                 .is_some_and(|s| {
                     let stale_ms = now.as_nanos().saturating_sub(s.since.as_nanos()) / 1_000_000;
                     s.hard || stale_ms >= state.max_stale_ms()
@@ -513,7 +516,7 @@ mod tests {
 
     fn page(tree: &Tree, rel: &str, body: &str) {
         let uri = format!("/{rel}");
-        let header = crate::page::encode_header(b"text/html", uri.as_bytes()).unwrap();
+        let header = crate::page::encode_header(b"text/html", uri.as_bytes(), b"").unwrap();
         let limits = crate::store::PageLimits::default();
         let mut writer = crate::store::PageWriter::create(tree, &header, limits).unwrap();
         writer.write(body.as_bytes()).unwrap();

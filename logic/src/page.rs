@@ -7,11 +7,12 @@
 //! static_gen 1
 //! content-type: text/html; charset=utf-8
 //! uri: /articles/hello/
+//! tags: article-12 category-3 home
 //!
 //! <!doctype html>...
 //! ```
 //!
-//! Once its compressed variants are made, the page is replaced by one file
+//! (`tags:` only for a page whose response named tags, see `tags`.) Once its compressed variants are made, the page is replaced by one file
 //! that holds them after the identity body (one rename installs them all,
 //! one unlink purges them all), and says where each is, from the body's
 //! start:
@@ -81,13 +82,16 @@ impl Variants {
             .filter_map(|(&e, r)| r.map(|r| (e, r.len)))
     }
 }
-/// Longest header a HIT reads; longer headers are not written.
-pub const MAX_HEADER_LEN: usize = 4096;
+/// Longest header a HIT reads; longer headers are not written. Room for
+/// 16 KB of tags, a URI of 2 KB and the other lines.
+pub const MAX_HEADER_LEN: usize = 20 * 1024;
 
 /// The parsed header of a page file.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PageHeader<'a> {
     pub content_type: &'a [u8],
+    /// The `tags:` line's value (tags separated by spaces), or empty.
+    pub tags: &'a [u8],
     /// Offset of the body in the file.
     pub body_offset: usize,
     /// The identity body's length, when variants follow it (else the body
@@ -116,15 +120,25 @@ impl std::fmt::Display for HeaderError {
 
 impl std::error::Error for HeaderError {}
 
-/// Renders the header for a page.
-pub fn encode_header(content_type: &[u8], uri: &[u8]) -> Result<Vec<u8>, HeaderError> {
+/// Renders the header for a page; `tags` as [`crate::tags::Tags::as_line`]
+/// gives them (empty: no `tags:` line).
+pub fn encode_header(content_type: &[u8], uri: &[u8], tags: &[u8]) -> Result<Vec<u8>, HeaderError> {
     let unprintable = |v: &[u8]| v.iter().any(|&b| b < 0x20 || b == 0x7f);
-    if unprintable(content_type) || unprintable(uri) {
+    if unprintable(content_type) || unprintable(uri) || unprintable(tags) {
         return Err(HeaderError::Unwritable);
     }
-    let mut header = Vec::with_capacity(MAGIC.len() + content_type.len() + uri.len() + 24);
+    let len = MAGIC.len() + content_type.len() + uri.len() + tags.len() + 32;
+    let mut header = Vec::with_capacity(len);
     header.extend_from_slice(MAGIC);
-    for (name, value) in [(&b"content-type: "[..], content_type), (b"uri: ", uri)] {
+    let lines = [
+        (&b"content-type: "[..], content_type),
+        (b"uri: ", uri),
+        (b"tags: ", tags),
+    ];
+    for (name, value) in lines {
+        if name == b"tags: " && value.is_empty() {
+            continue;
+        }
         header.extend_from_slice(name);
         header.extend_from_slice(value);
         header.push(b'\n');
@@ -141,10 +155,11 @@ pub fn encode_header(content_type: &[u8], uri: &[u8]) -> Result<Vec<u8>, HeaderE
 pub fn encode_variants_header(
     content_type: &[u8],
     uri: &[u8],
+    tags: &[u8],
     identity_len: u64,
     variants: &[(Encoding, u64)],
 ) -> Result<Vec<u8>, HeaderError> {
-    let identity = encode_header(content_type, uri)?;
+    let identity = encode_header(content_type, uri, tags)?;
     let mut header = MAGIC_VARIANTS.to_vec();
     // the identity header's lines, less its magic and final blank line
     header.extend_from_slice(&identity[MAGIC.len()..identity.len() - 1]);
@@ -173,6 +188,7 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
     let end = memchr::memmem::find(rest, b"\n\n").ok_or(HeaderError::Foreign)?;
     let mut header = PageHeader {
         content_type: b"",
+        tags: b"",
         body_offset: magic.len() + end + 2,
         identity_len: None,
         variants: Variants::default(),
@@ -181,6 +197,8 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
     for line in rest[..end].split(|&b| b == b'\n') {
         if let Some(value) = line.strip_prefix(b"content-type: ") {
             content_type = Some(value);
+        } else if let Some(value) = line.strip_prefix(b"tags: ") {
+            header.tags = value;
         } else if let Some(value) = line.strip_prefix(b"identity: ").filter(|_| with_variants) {
             header.identity_len = Some(number(value).ok_or(HeaderError::Foreign)?);
         } else if let Some(value) = line.strip_prefix(b"variant: ").filter(|_| with_variants) {
@@ -226,6 +244,9 @@ pub struct PageVersion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderInfo {
     pub content_type: std::rc::Rc<[u8]>,
+    /// The purge-mark keys of the page's tags (`tree::tag_key`), so a HIT
+    /// checks them without reading the file.
+    pub tag_keys: std::rc::Rc<[u64]>,
     pub body_offset: u64,
     pub identity_len: Option<u64>,
     pub variants: Variants,
@@ -235,6 +256,10 @@ impl From<PageHeader<'_>> for HeaderInfo {
     fn from(header: PageHeader<'_>) -> Self {
         HeaderInfo {
             content_type: header.content_type.into(),
+            tag_keys: crate::tags::Tags::from_line(header.tags)
+                .iter()
+                .map(crate::tree::tag_key)
+                .collect(),
             body_offset: header.body_offset as u64,
             identity_len: header.identity_len,
             variants: header.variants,
@@ -273,6 +298,7 @@ mod tests {
         let header = encode_variants_header(
             b"text/html",
             b"/a/",
+            b"",
             20480,
             &[(Encoding::Br, 4100), (Encoding::Gzip, 5210)],
         )
@@ -312,7 +338,8 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut file = encode_header(b"text/html; charset=utf-8", b"/articles/hello/").unwrap();
+        let mut file =
+            encode_header(b"text/html; charset=utf-8", b"/articles/hello/", b"").unwrap();
         let header_len = file.len();
         file.extend_from_slice(b"<p>body\n\nwith blank lines</p>");
         let header = decode_header(&file).unwrap();
@@ -325,8 +352,47 @@ mod tests {
     }
 
     #[test]
+    fn tags_round_trip_also_with_variants() {
+        let file = encode_header(b"text/html", b"/a/", b"article-1 home").unwrap();
+        assert_eq!(
+            file,
+            b"static_gen 1\ncontent-type: text/html\nuri: /a/\ntags: article-1 home\n\n"
+        );
+        let header = decode_header(&file).unwrap();
+        assert_eq!(header.tags, b"article-1 home");
+        let info = HeaderInfo::from(header);
+        assert_eq!(
+            *info.tag_keys,
+            [
+                crate::tree::tag_key(b"article-1"),
+                crate::tree::tag_key(b"home")
+            ]
+        );
+        let with_variants = encode_variants_header(
+            b"text/html",
+            b"/a/",
+            b"article-1 home",
+            10,
+            &[(Encoding::Gzip, 4)],
+        )
+        .unwrap();
+        let decoded = decode_header(&with_variants).unwrap();
+        assert_eq!(decoded.tags, b"article-1 home");
+        assert_eq!(decoded.identity_len, Some(10));
+        // 16 KB of tags and a long URI fit
+        let tags = vec![b'x'; 16 * 1024];
+        let uri = [&b"/"[..], &[b'u'; 2047]].concat();
+        let long = encode_variants_header(b"text/html", &uri, &tags, 1, &[]).unwrap();
+        assert_eq!(decode_header(&long).unwrap().tags, &tags[..]);
+        assert_eq!(
+            encode_header(b"text/html", b"/", b"a\nb"),
+            Err(HeaderError::Unwritable)
+        );
+    }
+
+    #[test]
     fn header_is_readable() {
-        let header = encode_header(b"text/html", b"/about").unwrap();
+        let header = encode_header(b"text/html", b"/about", b"").unwrap();
         assert_eq!(
             header,
             b"static_gen 1\ncontent-type: text/html\nuri: /about\n\n"
@@ -335,7 +401,7 @@ mod tests {
 
     #[test]
     fn empty_body_and_empty_type() {
-        let file = encode_header(b"", b"/").unwrap();
+        let file = encode_header(b"", b"/", b"").unwrap();
         let header = decode_header(&file).unwrap();
         assert_eq!(header.content_type, b"");
         assert_eq!(header.body_offset, file.len());
@@ -369,6 +435,7 @@ mod tests {
         };
         let info = |t: &[u8]| HeaderInfo {
             content_type: t.into(),
+            tag_keys: std::rc::Rc::from([]),
             body_offset: 40,
             identity_len: None,
             variants: Variants::default(),
@@ -390,14 +457,17 @@ mod tests {
     #[test]
     fn control_characters_are_not_written() {
         assert_eq!(
-            encode_header(b"text/html\r\nX: y", b"/"),
+            encode_header(b"text/html\r\nX: y", b"/", b""),
             Err(HeaderError::Unwritable)
         );
         assert_eq!(
-            encode_header(b"text/html", b"/a\nb"),
+            encode_header(b"text/html", b"/a\nb", b""),
             Err(HeaderError::Unwritable)
         );
         let huge = vec![b'a'; MAX_HEADER_LEN];
-        assert_eq!(encode_header(&huge, b"/"), Err(HeaderError::Unwritable));
+        assert_eq!(
+            encode_header(&huge, b"/", b""),
+            Err(HeaderError::Unwritable)
+        );
     }
 }

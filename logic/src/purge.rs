@@ -18,7 +18,7 @@ use crate::journal;
 use crate::path::{page_file, RESERVED_DIR};
 use crate::scope::Scope;
 use crate::sweep::Cleanup;
-use crate::tree::{path_key, Tree, TreeError, TreeLock};
+use crate::tree::{path_key, tag_key, Tree, TreeError, TreeLock};
 
 const INDEX_NAME: &[u8] = b"index.html";
 const PAGE_SUFFIX: &[u8] = b".html";
@@ -27,7 +27,7 @@ const PAGE_SUFFIX: &[u8] = b".html";
 #[derive(Debug)]
 pub struct Purged {
     /// Entries moved out of the tree or pages removed (hard), or entries
-    /// marked stale (soft); none for the whole tree.
+    /// marked stale (soft); none for the whole tree or tags.
     pub count: usize,
     /// Purged pages stay on disk, to be served stale where a location says
     /// so (`static_gen_stale`), and are deleted after that time.
@@ -61,6 +61,16 @@ pub fn purge(tree: &Tree, scope: &Scope, hard: bool) -> Result<Purged, TreeError
             } else {
                 (remove_page(tree, &rel)?, Cleanup::None)
             }
+        }
+        // O(1) per tag: pages carrying one are stale from now, and deleted
+        // by the sweep (or replaced when regenerated)
+        Scope::Tags(tags) => {
+            for tag in tags {
+                tree.state()
+                    .mark_tag_purged(tag_key(tag), hard)
+                    .map_err(|e| TreeError::io("mark", tree.root(), e))?;
+            }
+            (0, sweep_later())
         }
         Scope::Prefix(prefix) => {
             let Some(entries) = prefix_entries(tree, prefix)? else {
@@ -121,9 +131,14 @@ pub fn reply(scope: &Scope, purged: &Purged, removal: &str) -> String {
     if let Some(path) = scope.path() {
         json.push_str(&format!(",\"{}\":{}", scope.kind(), json_string(path)));
     }
+    if let Scope::Tags(tags) = scope {
+        let tags: Vec<String> = tags.iter().map(|t| json_string(t)).collect();
+        json.push_str(&format!(",\"tags\":[{}]", tags.join(",")));
+    }
     let count = purged.count;
     match (scope, purged.soft) {
-        (Scope::All, _) => json.push_str(&format!(",\"removal\":\"{removal}\"}}")),
+        // no count: pages carrying the tags are found lazily
+        (Scope::All | Scope::Tags(_), _) => json.push_str(&format!(",\"removal\":\"{removal}\"}}")),
         (_, true) => json.push_str(&format!(",\"stale\":{count},\"removal\":\"{removal}\"}}")),
         (Scope::Uri(_), false) => json.push_str(&format!(",\"removed\":{count}}}")),
         (Scope::Prefix(_), false) => {
@@ -550,6 +565,14 @@ mod tests {
             r#"{"status":"ok","scope":"uri","mode":"hard","uri":"/x/","removed":1}"#
         );
         assert_eq!(
+            reply(
+                &Scope::Tags(vec![b"a".to_vec(), b"b\\".to_vec()]),
+                &done(0, true),
+                "background"
+            ),
+            r#"{"status":"ok","scope":"tag","mode":"soft","tags":["a","b\\"],"removal":"background"}"#
+        );
+        assert_eq!(
             reply(&Scope::Uri(b"/x/".to_vec()), &done(1, true), "background"),
             r#"{"status":"ok","scope":"uri","mode":"soft","uri":"/x/","stale":1,"removal":"background"}"#
         );
@@ -568,7 +591,7 @@ mod tests {
         let written = now();
         let stale = |rel: &str| {
             tree.state()
-                .staleness(&PageKeys::of(rel.as_bytes()), written)
+                .staleness(&PageKeys::of(rel.as_bytes()), &[], written)
         };
         let purged = purge(&tree, &Scope::Uri(b"/about".to_vec()), false).unwrap();
         assert!(purged.soft);
@@ -594,6 +617,36 @@ mod tests {
             root.0.join("about.html").exists(),
             "still within its stale time"
         );
+    }
+
+    /// A tag purge touches no page: it marks the tags, and the sweep
+    /// deletes the pages that carry one (after their stale time, if any).
+    #[test]
+    fn tag_purges_mark_and_the_sweep_deletes_tagged_pages() {
+        let root = Scratch::new("purge-tags");
+        let tree = Tree::open(&root.0).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let page = |rel: &str, tags: &[u8]| {
+            let header = crate::page::encode_header(b"text/html", b"/", tags).unwrap();
+            fs::create_dir_all(root.0.join(rel).parent().unwrap()).unwrap();
+            fs::write(root.0.join(rel), [&header[..], b"body"].concat()).unwrap();
+        };
+        page("a.html", b"article-1 home");
+        page("d/b.html", b"article-2");
+        page("c.html", b"");
+        let tags = |t: &[&str]| Scope::Tags(t.iter().map(|t| t.as_bytes().to_vec()).collect());
+        tree.state().note_stale_ms(30_000);
+        let soft = purge(&tree, &tags(&["home"]), false).unwrap();
+        assert!(soft.soft);
+        remove_stale(&tree);
+        assert_eq!(remaining(&root.0).len(), 3, "kept to be served stale");
+        let hard = purge(&tree, &tags(&["nothing", "article-2"]), true).unwrap();
+        assert!(!hard.soft);
+        assert!(matches!(hard.cleanup, Cleanup::Stale { .. }));
+        assert_eq!(remaining(&root.0).len(), 3, "deleted lazily");
+        remove_stale(&tree);
+        assert_eq!(remaining(&root.0), ["a.html", "c.html"]);
+        assert!(!root.0.join("d").exists());
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! What a purge covers: the whole tree, one page, or every URI under a
-//! prefix, as given to the purge location (`?uri=/articles/hello/`,
-//! `?prefix=/articles/`, nothing for the whole tree), and whether it is hard
-//! (`hard=1`: nothing it covers is ever served stale).
+//! What a purge covers: the whole tree, one page, every URI under a
+//! prefix, or every page carrying one of some tags, as given to the purge
+//! location (`?uri=/articles/hello/`, `?prefix=/articles/`,
+//! `?tag=article-12&tag=home` or `?tag=article-12,home`, nothing for the
+//! whole tree), and whether it is hard (`hard=1`: nothing it covers is ever
+//! served stale).
 
 use crate::path::{page_file, MAX_NAME_LEN, MAX_URI_LEN, RESERVED_DIR};
+use crate::tags::{add_purge_value, TagError, Tags};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
     Uri(Vec<u8>),
     Prefix(Vec<u8>),
+    /// Pages carrying any of these tags (checked, never empty).
+    Tags(Vec<Vec<u8>>),
 }
 
 /// Purge arguments that cannot be used.
@@ -22,16 +27,21 @@ pub enum ScopeError {
     /// longer than a file name, the module's own directory, a path that no
     /// page maps to...
     InvalidPath,
+    /// A `tag=` value that is no tag (empty, too long, a byte other than
+    /// visible ASCII after decoding), or too many tags.
+    InvalidTag(TagError),
 }
 
 impl std::fmt::Display for ScopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ScopeError::UnknownArgument => {
-                "expected no argument, uri=/path or prefix=/path, and hard=1 or nothing"
-            }
-            ScopeError::InvalidPath => "invalid path",
-        })
+        match self {
+            ScopeError::UnknownArgument => f.write_str(
+                "expected no argument, uri=/path, prefix=/path or tag=name (repeatable), \
+                 and hard=1 or nothing",
+            ),
+            ScopeError::InvalidPath => f.write_str("invalid path"),
+            ScopeError::InvalidTag(e) => write!(f, "invalid tag: {e}"),
+        }
     }
 }
 
@@ -48,7 +58,7 @@ pub struct PurgeArgs {
 impl PurgeArgs {
     /// Parses the purge request's query string, strictly: nothing at all
     /// (or only `hard=1`) is the whole tree; otherwise exactly one `uri=` or
-    /// `prefix=` pair, and at most one `hard=1`.
+    /// `prefix=` pair, or `tag=` pairs, and at most one `hard=1`.
     pub fn parse(args: &[u8]) -> Result<PurgeArgs, ScopeError> {
         let mut parsed = PurgeArgs {
             scope: Scope::All,
@@ -57,12 +67,16 @@ impl PurgeArgs {
         if args.is_empty() {
             return Ok(parsed);
         }
-        let (mut scope, mut hard) = (None, None);
+        let (mut scope, mut hard, mut tags) = (None, None, Vec::new());
         for pair in args.split(|&b| b == b'&') {
             let eq = pair
                 .iter()
                 .position(|&b| b == b'=')
                 .ok_or(ScopeError::UnknownArgument)?;
+            if &pair[..eq] == b"tag" {
+                add_tags(&mut tags, &pair[eq + 1..])?;
+                continue;
+            }
             let value = percent_decode(&pair[eq + 1..]).ok_or(ScopeError::InvalidPath)?;
             let slot = match &pair[..eq] {
                 b"uri" | b"prefix" => &mut scope,
@@ -80,11 +94,22 @@ impl PurgeArgs {
                 _ => return Err(ScopeError::UnknownArgument),
             };
         }
-        if let Some((name, value)) = scope {
-            parsed.scope = Scope::from_pair(&name, value)?;
+        match (scope, tags.is_empty()) {
+            (Some(_), false) => return Err(ScopeError::UnknownArgument),
+            (Some((name, value)), true) => parsed.scope = Scope::from_pair(&name, value)?,
+            (None, false) => parsed.scope = Scope::Tags(tags),
+            (None, true) => {}
         }
         Ok(parsed)
     }
+}
+
+/// Adds the tags of one `tag=` value (percent-encoded; several separated
+/// by commas).
+fn add_tags(tags: &mut Vec<Vec<u8>>, encoded: &[u8]) -> Result<(), ScopeError> {
+    let value =
+        percent_decode(encoded).ok_or(ScopeError::InvalidTag(TagError::InvalidByte(b'%')))?;
+    add_purge_value(tags, &value).map_err(ScopeError::InvalidTag)
 }
 
 impl Scope {
@@ -106,12 +131,13 @@ impl Scope {
         })
     }
 
-    /// True when a page for `uri` is removed by this purge.
-    pub fn covers(&self, uri: &[u8]) -> bool {
+    /// True when a page for `uri` carrying `tags` is covered by this purge.
+    pub fn covers(&self, uri: &[u8], tags: &Tags) -> bool {
         match self {
             Scope::All => true,
             Scope::Uri(page) => page == uri,
             Scope::Prefix(prefix) => uri.starts_with(prefix),
+            Scope::Tags(purged) => tags.iter().any(|t| purged.iter().any(|p| p == t)),
         }
     }
 
@@ -121,13 +147,14 @@ impl Scope {
             Scope::All => "all",
             Scope::Uri(_) => "uri",
             Scope::Prefix(_) => "prefix",
+            Scope::Tags(_) => "tag",
         }
     }
 
     /// The path argument, if any.
     pub fn path(&self) -> Option<&[u8]> {
         match self {
-            Scope::All => None,
+            Scope::All | Scope::Tags(_) => None,
             Scope::Uri(path) | Scope::Prefix(path) => Some(path),
         }
     }
@@ -312,16 +339,66 @@ mod tests {
     }
 
     #[test]
+    fn tag_arguments() {
+        let tags = |t: &[&str]| {
+            Ok(Scope::Tags(
+                t.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            ))
+        };
+        assert_eq!(scope("tag=article-12"), tags(&["article-12"]));
+        assert_eq!(scope("tag=a&tag=b"), tags(&["a", "b"]));
+        assert_eq!(scope("tag=a,b&tag=c"), tags(&["a", "b", "c"]));
+        assert_eq!(scope("tag=a%2Cb"), tags(&["a", "b"]));
+        assert_eq!(scope("tag=%2e%2e%2f"), tags(&["../"]), "a tag, not a path");
+        assert_eq!(
+            PurgeArgs::parse(b"tag=a&hard=1"),
+            Ok(PurgeArgs {
+                scope: Scope::Tags(vec![b"a".to_vec()]),
+                hard: true
+            })
+        );
+        for bad in ["tag=a&uri=/a", "prefix=/a/&tag=a", "tag=a&"] {
+            assert_eq!(scope(bad), Err(ScopeError::UnknownArgument), "{bad}");
+        }
+        let long = "x".repeat(200);
+        for bad in [
+            "tag=",
+            "tag=a,,b",
+            "tag=%00",
+            "tag=%ff",
+            "tag=a+b",
+            "tag=a%zz",
+            "tag=%0a",
+            long.as_str(),
+        ] {
+            let bad = if bad == long {
+                format!("tag={long}")
+            } else {
+                bad.into()
+            };
+            assert!(
+                matches!(scope(&bad), Err(ScopeError::InvalidTag(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn coverage() {
         let uri = scope("uri=/a/").unwrap();
-        assert!(uri.covers(b"/a/"));
-        assert!(!uri.covers(b"/a"));
-        assert!(!uri.covers(b"/a/b"));
+        assert!(uri.covers(b"/a/", &Tags::default()));
+        assert!(!uri.covers(b"/a", &Tags::default()));
+        assert!(!uri.covers(b"/a/b", &Tags::default()));
         let prefix = scope("prefix=/a/").unwrap();
-        assert!(prefix.covers(b"/a/"));
-        assert!(prefix.covers(b"/a/b/c"));
-        assert!(!prefix.covers(b"/a"));
-        assert!(!prefix.covers(b"/ab/"));
-        assert!(Scope::All.covers(b"/anything"));
+        assert!(prefix.covers(b"/a/", &Tags::default()));
+        assert!(prefix.covers(b"/a/b/c", &Tags::default()));
+        assert!(!prefix.covers(b"/a", &Tags::default()));
+        assert!(!prefix.covers(b"/ab/", &Tags::default()));
+        assert!(Scope::All.covers(b"/anything", &Tags::default()));
+        let tagged = Tags::from_header_values([&b"a home"[..]]).unwrap();
+        let by_tag = scope("tag=home,x").unwrap();
+        assert!(by_tag.covers(b"/p", &tagged));
+        assert!(!by_tag.covers(b"/p", &Tags::default()));
+        assert!(!scope("tag=b").unwrap().covers(b"/p", &tagged));
     }
 }

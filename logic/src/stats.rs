@@ -112,10 +112,12 @@ pub enum Unstored {
     WriteError,
     /// A lock waiter that waited `static_gen_lock_timeout`.
     LockTimeout,
+    /// A malformed or oversized `X-Static-Gen-Tags`.
+    Tags,
 }
 
 impl Unstored {
-    const ALL: [Unstored; 13] = [
+    const ALL: [Unstored; 14] = [
         Unstored::Rule(NotStored::Status),
         Unstored::Rule(NotStored::SetCookie),
         Unstored::Rule(NotStored::CacheControl),
@@ -129,6 +131,7 @@ impl Unstored {
         Unstored::PurgedInFlight,
         Unstored::WriteError,
         Unstored::LockTimeout,
+        Unstored::Tags,
     ];
 
     pub fn label(self) -> &'static str {
@@ -146,6 +149,7 @@ impl Unstored {
             Unstored::PurgedInFlight => "purged_in_flight",
             Unstored::WriteError => "write_error",
             Unstored::LockTimeout => "lock_timeout",
+            Unstored::Tags => "tags",
         }
     }
 
@@ -185,16 +189,23 @@ pub enum PurgeScope {
     All,
     Uri,
     Prefix,
+    Tag,
 }
 
 impl PurgeScope {
-    const ALL: [PurgeScope; 3] = [PurgeScope::All, PurgeScope::Uri, PurgeScope::Prefix];
+    const ALL: [PurgeScope; 4] = [
+        PurgeScope::All,
+        PurgeScope::Uri,
+        PurgeScope::Prefix,
+        PurgeScope::Tag,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             PurgeScope::All => "all",
             PurgeScope::Uri => "uri",
             PurgeScope::Prefix => "prefix",
+            PurgeScope::Tag => "tag",
         }
     }
 }
@@ -217,12 +228,12 @@ fn encoding_index(encoding: Encoding) -> usize {
 pub struct Counters {
     requests: [AtomicU64; 5],
     bypasses: [AtomicU64; 9],
-    unstored: [AtomicU64; 13],
+    unstored: [AtomicU64; 14],
     stored_pages: AtomicU64,
     stored_bytes: AtomicU64,
     served_bytes: [AtomicU64; 4],
     /// [scope][soft]
-    purges: [[AtomicU64; 2]; 3],
+    purges: [[AtomicU64; 2]; 4],
     lock_waits: AtomicU64,
 }
 
@@ -507,6 +518,6 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), labels.len());
-        assert_eq!(Unstored::ALL.len(), 13);
+        assert_eq!(Unstored::ALL.len(), 14);
     }
 }

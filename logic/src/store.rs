@@ -16,8 +16,10 @@ use rustix::fs::{
 use crate::access::{dir_mode, DEFAULT_FILE_MODE};
 use crate::journal::{self, Mark};
 use crate::page::PageVersion;
+use crate::tags::Tags;
 use crate::tree::{
-    coarse_now, path_key, unique_name, FileTime, PageKeys, Tree, TreeError, TreeLock, STATE_FILE,
+    coarse_now, path_key, tag_key, unique_name, FileTime, PageKeys, Tree, TreeError, TreeLock,
+    STATE_FILE,
 };
 
 /// Fails where this process cannot record installs in the tree's state
@@ -269,19 +271,20 @@ impl PageWriter {
     }
 
     /// Installs the page at `rel` unless the tree changed or a purge
-    /// recorded since `mark` covers `uri` (then the page is dropped and
-    /// `Ok(false)` returned). The caller has checked that `tree` is
-    /// current.
+    /// recorded since `mark` covers `uri` or one of the page's `tags` (then
+    /// the page is dropped and `Ok(None)` returned). The caller has checked
+    /// that `tree` is current.
     pub fn commit_unless_purged(
         mut self,
         tree: &Tree,
         rel: &[u8],
         mark: Mark,
         uri: &[u8],
+        tags: &Tags,
     ) -> Result<Option<PageVersion>, TreeError> {
         self.flush()?;
         let _lock = TreeLock::shared(tree)?;
-        if journal::purged_since(tree, mark, uri)? {
+        if journal::purged_since(tree, mark, uri, tags)? {
             return Ok(None);
         }
         // A page fetched after a purge must not count as stale, but file
@@ -289,7 +292,8 @@ impl PageWriter {
         // may bear a time no later than it. Such a page gets the time just
         // after the purge (rare: only when the write began that close).
         let keys = PageKeys::of(rel);
-        if let Some(purged) = tree.state().staleness(&keys, self.started) {
+        let tag_keys: Vec<u64> = tags.iter().map(tag_key).collect();
+        if let Some(purged) = tree.state().staleness(&keys, &tag_keys, self.started) {
             self.set_modified(purged.since.just_after())?;
         }
         self.commit(tree, rel).map(Some)
@@ -522,14 +526,17 @@ mod tests {
             (Scope::Uri(b"/a/".to_vec()), false),
             (Scope::Prefix(b"/a".to_vec()), false),
             (Scope::Uri(b"/b/".to_vec()), true),
+            (Scope::Tags(vec![b"x".to_vec(), b"home".to_vec()]), false),
+            (Scope::Tags(vec![b"article-2".to_vec()]), true),
         ] {
+            let tags = Tags::from_header_values([&b"article-1 home"[..]]).unwrap();
             let mark = journal::mark(&tree).unwrap();
             let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
             writer.write(b"fetched before the purge").unwrap();
             purge(&tree, &scope, false).unwrap();
             assert_eq!(
                 writer
-                    .commit_unless_purged(&tree, b"a/index.html", mark, b"/a/")
+                    .commit_unless_purged(&tree, b"a/index.html", mark, b"/a/", &tags)
                     .unwrap()
                     .is_some(),
                 installed
@@ -553,11 +560,34 @@ mod tests {
             let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
             writer.write(b"fetched after the purge").unwrap();
             let rel = format!("a/{n}.html");
-            let installed = writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/");
+            let installed =
+                writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/", &Tags::NONE);
             assert!(installed.unwrap().is_some());
             let written = FileTime::of(&fs::metadata(root.0.join(&rel)).unwrap());
             let epoch = tree.state().epoch();
             assert!(!is_stale(written, epoch), "{written:?} not after {epoch:?}");
+        }
+    }
+
+    /// As above, for a purge by tag and a page carrying the tag.
+    #[test]
+    fn a_page_fetched_right_after_a_tag_purge_is_fresh() {
+        let root = Scratch::new("after-tag-purge");
+        let tree = tree(&root);
+        let tags = Tags::from_header_values([&b"home"[..]]).unwrap();
+        for n in 0..50 {
+            let at = tree
+                .state()
+                .mark_tag_purged(tag_key(b"home"), false)
+                .unwrap();
+            let mark = journal::mark(&tree).unwrap();
+            let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
+            writer.write(b"fetched after the purge").unwrap();
+            let rel = format!("a/{n}.html");
+            let installed = writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/", &tags);
+            assert!(installed.unwrap().is_some());
+            let written = FileTime::of(&fs::metadata(root.0.join(&rel)).unwrap());
+            assert!(written > at, "{written:?} not after {at:?}");
         }
     }
 
@@ -584,7 +614,8 @@ mod tests {
             let mut writer = PageWriter::create(&tree, b"", PageLimits::default()).unwrap();
             writer.write(b"new").unwrap();
             let rel = format!("a/b{}/c/index.html", n % 3);
-            let installed = writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/");
+            let installed =
+                writer.commit_unless_purged(&tree, rel.as_bytes(), mark, b"/a/", &Tags::NONE);
             assert!(installed.unwrap().is_some());
             assert!(root.0.join(&rel).exists(), "{rel}");
             fs::remove_file(root.0.join(&rel)).unwrap();

@@ -19,7 +19,7 @@ use rustix::fs::{
     flock, openat, statat, unlinkat, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, Stat,
 };
 
-use crate::page::{is_page_start, MAGIC};
+use crate::page::{decode_header, is_page_start, HeaderInfo, MAGIC, MAX_HEADER_LEN};
 use crate::path::RESERVED_DIR;
 use crate::tree::{now, FileTime, PageKeys, SharedState, Tree, LOCK_FILE};
 
@@ -127,7 +127,13 @@ fn run_sweeps() {
 pub fn remove_stale(tree: &Tree) {
     let state = tree.state();
     let stale = |dir: BorrowedFd, rel: &[u8], stat: &Stat| {
-        past_stale(state, rel, FileTime::of_stat(stat)) && is_page(dir, rel)
+        let written = FileTime::of_stat(stat);
+        if past_stale(state, rel, &[], written) {
+            return is_page(dir, rel);
+        }
+        // its tags may cover it, if a tag was purged since it was written
+        state.last_tag_purge().is_some_and(|at| at >= written)
+            && page_tag_keys(dir, rel).is_some_and(|tags| past_stale(state, rel, &tags, written))
     };
     // directories are removed under the tree lock, which an install holds
     // from creating a page's directory to renaming the page into it
@@ -141,8 +147,8 @@ pub fn remove_stale(tree: &Tree) {
 
 /// True for a page a purge made stale whose stale time is over (or that a
 /// hard purge covered).
-fn past_stale(state: &SharedState, rel: &[u8], written: FileTime) -> bool {
-    let Some(staleness) = state.staleness(&PageKeys::of(rel), written) else {
+fn past_stale(state: &SharedState, rel: &[u8], tags: &[u64], written: FileTime) -> bool {
+    let Some(staleness) = state.staleness(&PageKeys::of(rel), tags, written) else {
         return false;
     };
     let window = state.max_stale_ms() * 1_000_000;
@@ -167,6 +173,18 @@ fn is_page(dir: BorrowedFd, rel: &[u8]) -> bool {
     };
     let mut start = [0u8; MAGIC.len()];
     rustix::io::pread(&file, &mut start, 0).is_ok_and(|n| is_page_start(&start[..n]))
+}
+
+/// The tag keys of a page file (`rel`'s last name, in `dir`), or `None`
+/// for a file that is not a page.
+fn page_tag_keys(dir: BorrowedFd, rel: &[u8]) -> Option<std::rc::Rc<[u64]>> {
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = openat(dir, OsStr::from_bytes(name), flags, Mode::empty()).ok()?;
+    let mut start = vec![0u8; MAX_HEADER_LEN];
+    let len = rustix::io::pread(&file, &mut start, 0).ok()?;
+    let header = decode_header(&start[..len]).ok()?;
+    Some(HeaderInfo::from(header).tag_keys)
 }
 
 /// Deletes the directory `name` in `parent` and everything in it.

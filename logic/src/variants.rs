@@ -89,8 +89,14 @@ pub fn add_variants(tree: &Tree, job: &Job) -> Result<Outcome, TreeError> {
     }
     let uri = uri_of(&page[..header.body_offset]);
     let lengths: Vec<_> = variants.iter().map(|(e, v)| (*e, v.len() as u64)).collect();
-    let new_header = encode_variants_header(header.content_type, uri, body.len() as u64, &lengths)
-        .map_err(|e| TreeError::io("encode", path(), io::Error::other(e)))?;
+    let new_header = encode_variants_header(
+        header.content_type,
+        uri,
+        header.tags,
+        body.len() as u64,
+        &lengths,
+    )
+    .map_err(|e| TreeError::io("encode", path(), io::Error::other(e)))?;
     let limits = PageLimits {
         mode: stat.st_mode & 0o7777,
         ..PageLimits::default()
@@ -192,14 +198,21 @@ mod tests {
         body
     }
 
-    /// Stores a page as a MISS does; returns the job for its variants.
+    /// Stores a page (with tags) as a MISS does; returns the job for its
+    /// variants.
     fn store(tree: &Tree, rel: &str, uri: &str, body: &[u8]) -> Job {
         let mark = journal::mark(tree).unwrap();
-        let header = encode_header(b"text/html", uri.as_bytes()).unwrap();
+        let header = encode_header(b"text/html", uri.as_bytes(), b"article-1 home").unwrap();
         let mut writer = PageWriter::create(tree, &header, PageLimits::default()).unwrap();
         writer.write(body).unwrap();
         let version = writer
-            .commit_unless_purged(tree, rel.as_bytes(), mark, uri.as_bytes())
+            .commit_unless_purged(
+                tree,
+                rel.as_bytes(),
+                mark,
+                uri.as_bytes(),
+                &crate::tags::Tags::NONE,
+            )
             .unwrap()
             .unwrap();
         Job {
@@ -221,6 +234,7 @@ mod tests {
         let file = fs::read(root.0.join("a/index.html")).unwrap();
         let header = decode_header(&file).unwrap();
         let start = header.body_offset;
+        assert_eq!(header.tags, b"article-1 home", "tags carried over");
         assert_eq!(header.identity_len, Some(body.len() as u64));
         assert_eq!(&file[start..start + body.len()], body.as_slice());
         for encoding in [Encoding::Gzip, Encoding::Br] {

@@ -84,6 +84,15 @@ pub fn path_key(rel: &[u8]) -> u64 {
     hash.0
 }
 
+/// The key of a tag (`tags`): hashed as paths are, after a prefix no path
+/// holds (a NUL), so a tag never shares a key with a path but by a hash
+/// collision (one needless regeneration).
+pub fn tag_key(tag: &[u8]) -> u64 {
+    let mut hash = Fnv::new();
+    b"\0tag\0".iter().chain(tag).for_each(|&b| hash.push(b));
+    hash.0
+}
+
 /// Why a page is not fresh: since when it is stale, and whether it may be
 /// served stale at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +120,19 @@ impl SharedState {
         Ok(FileTime::from_nanos(at))
     }
 
-    /// Whether a page (`keys`) written at `written` was purged since,
-    /// and how: by a whole-tree purge or a mark on its keys.
-    pub fn staleness(&self, keys: &PageKeys, written: FileTime) -> Option<Staleness> {
+    /// Marks the tag `key` (from [`tag_key`]) purged now, and notes when a
+    /// tag was last purged (the sweep reads pages' tags only if one was
+    /// since they were written).
+    pub fn mark_tag_purged(&self, key: u64, hard: bool) -> std::io::Result<FileTime> {
+        let at = self.mark_purged(key, hard)?;
+        self.note_tag_purge(at);
+        Ok(at)
+    }
+
+    /// Whether a page (`keys`, and `tags` its tags' keys) written at
+    /// `written` was purged since, and how: by a whole-tree purge or a mark
+    /// on one of its keys.
+    pub fn staleness(&self, keys: &PageKeys, tags: &[u64], written: FileTime) -> Option<Staleness> {
         let written = written.as_nanos();
         let marks = self.marks();
         let mut since = 0;
@@ -128,7 +147,7 @@ impl SharedState {
             self.epoch().map_or(0, FileTime::as_nanos),
             self.hard_epoch().map_or(0, FileTime::as_nanos),
         );
-        for &key in keys.all() {
+        for &key in keys.all().iter().chain(tags) {
             let bucket = bucket(key);
             note(
                 marks.soft[bucket].load(Ordering::Acquire),
@@ -172,9 +191,9 @@ mod tests {
         let written = now();
         let page = &PageKeys::of(b"articles/hello/index.html");
         let other = &PageKeys::of(b"about.html");
-        assert_eq!(state.staleness(page, written), None);
+        assert_eq!(state.staleness(page, &[], written), None);
         let at = state.mark_purged(path_key(b"articles/"), false).unwrap();
-        let stale = state.staleness(page, written).unwrap();
+        let stale = state.staleness(page, &[], written).unwrap();
         assert_eq!(
             stale,
             Staleness {
@@ -182,24 +201,50 @@ mod tests {
                 hard: false
             }
         );
-        assert_eq!(state.staleness(other, written), None);
+        assert_eq!(state.staleness(other, &[], written), None);
         // a page written after the purge is fresh
-        assert_eq!(state.staleness(page, now()), None);
+        assert_eq!(state.staleness(page, &[], now()), None);
         state.mark_purged(page.page(), true).unwrap();
-        assert!(state.staleness(page, written).unwrap().hard);
+        assert!(state.staleness(page, &[], written).unwrap().hard);
         // a later soft purge does not undo the hard one
         state.mark_purged(path_key(b"articles/"), false).unwrap();
-        assert!(state.staleness(page, written).unwrap().hard);
+        assert!(state.staleness(page, &[], written).unwrap().hard);
         // the directory one level down is another key
         state
             .mark_purged(path_key(b"articles/hello/"), false)
             .unwrap();
         let below = PageKeys::of(b"articles/hello/x.html");
-        assert!(state.staleness(&below, written).is_some());
+        assert!(state.staleness(&below, &[], written).is_some());
         assert_eq!(
-            state.staleness(&PageKeys::of(b"articles/other.html"), now()),
+            state.staleness(&PageKeys::of(b"articles/other.html"), &[], now()),
             None
         );
+    }
+
+    #[test]
+    fn tag_purges_cover_the_pages_carrying_the_tag() {
+        let scratch = Scratch::new("marks-tags");
+        let tree = Tree::open(&scratch.0).unwrap();
+        let state = tree.state();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let written = now();
+        let page = &PageKeys::of(b"a.html");
+        let tags = [tag_key(b"article-1"), tag_key(b"home")];
+        assert_eq!(state.last_tag_purge(), None);
+        state.mark_tag_purged(tag_key(b"article-2"), false).unwrap();
+        assert_eq!(state.staleness(page, &tags, written), None);
+        let at = state.mark_tag_purged(tag_key(b"home"), true).unwrap();
+        assert_eq!(
+            state.staleness(page, &tags, written),
+            Some(Staleness {
+                since: at,
+                hard: true
+            })
+        );
+        assert_eq!(state.staleness(page, &[], written), None, "untagged");
+        assert_eq!(state.last_tag_purge(), Some(at));
+        // a tag that spells a path is another key
+        assert_ne!(tag_key(b"a.html"), path_key(b"a.html"));
     }
 
     #[test]
@@ -236,7 +281,7 @@ mod tests {
         let written = now();
         let soft = state.advance_epoch(false).unwrap();
         assert_eq!(
-            state.staleness(&PageKeys::of(b"a.html"), written),
+            state.staleness(&PageKeys::of(b"a.html"), &[], written),
             Some(Staleness {
                 since: soft,
                 hard: false
@@ -245,7 +290,7 @@ mod tests {
         state.advance_epoch(true).unwrap();
         assert!(
             state
-                .staleness(&PageKeys::of(b"a.html"), written)
+                .staleness(&PageKeys::of(b"a.html"), &[], written)
                 .unwrap()
                 .hard
         );

@@ -26,7 +26,7 @@ use rustix::fs::{flock, mkdirat, openat, stat, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use locks::{lock_slot, Holder, Holding, Lock};
-pub use marks::{path_key, PageKeys, Staleness};
+pub use marks::{path_key, tag_key, PageKeys, Staleness};
 pub use state::{SharedState, STATE_FILE, STATE_SIZE};
 
 use crate::path::RESERVED_DIR;

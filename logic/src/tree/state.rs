@@ -50,7 +50,10 @@ pub(super) struct Header {
     /// The longest `static_gen_stale` of the locations serving the tree, in
     /// milliseconds: how long purged pages must stay on disk.
     max_stale_ms: AtomicU64,
-    _room: [u8; HEADER_SIZE - 16 - 6 * 8],
+    /// Nanoseconds since 1970 of the last purge by tag (0 in files of
+    /// versions before tags: none).
+    tag_purge: AtomicU64,
+    _room: [u8; HEADER_SIZE - 16 - 7 * 8],
 }
 
 /// The layout of the mapped file.
@@ -206,6 +209,19 @@ impl SharedState {
     /// How long purged pages must stay on disk, in milliseconds.
     pub fn max_stale_ms(&self) -> u64 {
         self.header().max_stale_ms.load(Ordering::Acquire)
+    }
+
+    /// Notes a purge by tag at `at`.
+    pub(super) fn note_tag_purge(&self, at: FileTime) {
+        let at = at.as_nanos();
+        self.header().tag_purge.fetch_max(at, Ordering::AcqRel);
+    }
+
+    /// The last purge by tag, if any: pages written since are not covered
+    /// by any tag purge.
+    pub fn last_tag_purge(&self) -> Option<FileTime> {
+        let nanos = self.header().tag_purge.load(Ordering::Acquire);
+        (nanos != 0).then(|| FileTime::from_nanos(nanos))
     }
 
     pub fn journal_generation(&self) -> u64 {

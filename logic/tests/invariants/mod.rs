@@ -25,6 +25,7 @@ use static_gen_logic::rules::{
     ResponseFacts,
 };
 use static_gen_logic::scope::Scope;
+use static_gen_logic::tags::{check_tag, Tags};
 
 /// Shows bytes as text for failure messages.
 pub fn show(bytes: &[u8]) -> String {
@@ -285,6 +286,12 @@ pub fn check_scope(args: &[u8]) -> Option<Scope> {
                 );
             }
         }
+        Scope::Tags(tags) => {
+            assert!(!tags.is_empty(), "{}", at());
+            for tag in tags {
+                assert!(check_tag(tag).is_ok(), "bad tag {}: {}", show(tag), at());
+            }
+        }
     }
     Some(scope)
 }
@@ -364,15 +371,17 @@ pub fn check_scope_not_reserved(scope: &Scope) {
 }
 
 /// Property 3: a URI scope covers exactly its URI, a prefix scope the URIs
-/// that start with it, the whole tree everything.
+/// that start with it, the whole tree everything, a tag scope no untagged
+/// page.
 pub fn check_covers(scope: &Scope, uri: &[u8]) {
     let expected = match scope {
         Scope::All => true,
         Scope::Uri(page) => page == uri,
         Scope::Prefix(prefix) => uri.starts_with(prefix),
+        Scope::Tags(_) => false,
     };
     assert_eq!(
-        scope.covers(uri),
+        scope.covers(uri, &Tags::NONE),
         expected,
         "{} covering {}",
         show_scope(scope),
@@ -426,13 +435,23 @@ pub fn check_others_ignored(cookies: &SessionCookies, others: &[Vec<u8>], separa
     );
 }
 
-/// Property 5: a page header written for printable values reads back the
-/// same, at its exact length, and no truncation of it reads as a header;
+/// Property 5: a page header written for printable values (and tags, as
+/// `Tags::as_line` gives them) reads back the same, at its exact length, and no truncation of it reads as a header;
 /// values with control bytes, or too long, are refused.
-pub fn check_header_round_trip(content_type: &[u8], uri: &[u8], body: &[u8]) {
-    let unprintable = content_type.iter().chain(uri).copied().any(is_control);
-    let len = MAGIC.len() + b"content-type: \nuri: \n\n".len() + content_type.len() + uri.len();
-    let header = match encode_header(content_type, uri) {
+pub fn check_header_round_trip(content_type: &[u8], uri: &[u8], tags: &[u8], body: &[u8]) {
+    let unprintable = content_type
+        .iter()
+        .chain(uri)
+        .chain(tags)
+        .copied()
+        .any(is_control);
+    let tags_line = if tags.is_empty() { 0 } else { tags.len() + 7 };
+    let len = MAGIC.len()
+        + b"content-type: \nuri: \n\n".len()
+        + content_type.len()
+        + uri.len()
+        + tags_line;
+    let header = match encode_header(content_type, uri, tags) {
         Ok(header) => header,
         Err(e) => {
             assert_eq!(e, HeaderError::Unwritable);
@@ -450,6 +469,7 @@ pub fn check_header_round_trip(content_type: &[u8], uri: &[u8], body: &[u8]) {
     let file = [&header[..], body].concat();
     let decoded = decode_header(&file).unwrap_or_else(|e| panic!("{e}: {}", show(&header)));
     assert_eq!(show(decoded.content_type), show(content_type));
+    assert_eq!(show(decoded.tags), show(tags));
     assert_eq!(decoded.body_offset, header.len());
     for cut in [
         0,
