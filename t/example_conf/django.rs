@@ -100,6 +100,8 @@ pub struct Site {
     // field order: nginx stops before gunicorn
     pub nginx: ConfRun,
     pub gunicorn: Service,
+    /// Environment for Django beyond [`Site::env_of`] (settings.py reads it).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Site {
@@ -109,6 +111,16 @@ impl Site {
 
     /// The site with `conf`: [`site_conf`] changed by the test.
     pub fn start_with(venv: &'static Path, conf: ExampleConf) -> Site {
+        Site::start_with_env(venv, conf, &[])
+    }
+
+    /// The site with `conf` and more environment for Django (gunicorn and
+    /// [`Site::shell`]), such as `BLOG_PURGE_BY=urls`.
+    pub fn start_with_env(
+        venv: &'static Path,
+        conf: ExampleConf,
+        extra_env: &[(&'static str, String)],
+    ) -> Site {
         fs::copy(template_db(venv), conf.path("blog.sqlite3")).unwrap();
         let nginx = conf.start();
         let mut cmd = Command::new(venv.join("bin/gunicorn"));
@@ -127,7 +139,8 @@ impl Site {
             // default, the same for every instance)
             .arg("--no-control-socket")
             .arg("blogsite.wsgi")
-            .envs(Site::env_of(&nginx));
+            .envs(Site::env_of(&nginx))
+            .envs(extra_env.iter().cloned());
         let mut gunicorn = Service::spawn("gunicorn", cmd, nginx.path("gunicorn.log"));
         let socket = nginx.path("gunicorn.sock");
         gunicorn.wait_ready(Duration::from_secs(20), || {
@@ -137,6 +150,7 @@ impl Site {
             venv,
             nginx,
             gunicorn,
+            extra_env: extra_env.to_vec(),
         }
     }
 
@@ -158,9 +172,11 @@ impl Site {
 
     /// `manage.py shell -c code` against this site's database and nginx.
     pub fn shell(&self, code: &str) -> String {
+        let mut env = Site::env_of(&self.nginx);
+        env.extend(self.extra_env.iter().cloned());
         manage(
             self.venv,
-            &Site::env_of(&self.nginx),
+            &env,
             &["shell", "--verbosity", "0", "-c", code],
         )
     }
