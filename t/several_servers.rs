@@ -16,6 +16,12 @@
 //!   as the control, does with it off); a server back within the helper's
 //!   retries gets the purge from them.
 //!
+//! The tests about servers that are down purge by URL (`BLOG_PURGE_BY=urls`):
+//! what they show does not depend on the purge's scope, and they run on a
+//! module without purge by tag. Django's purge of every server is tested
+//! both ways: by tag (the demo's default; it needs the module's `?tag=`,
+//! and fails with nginx's `400` without it) and by URL.
+//!
 //! Without the Django venv (`ci/django-env`, PyPI) the Django tests print
 //! "skipped: ..." and pass, as `t/e2e_django.rs` does.
 mod common;
@@ -52,6 +58,16 @@ macro_rules! venv_or_skip {
 // The set-up: Django, two front-end servers, a load balancer
 // ---------------------------------------------------------------------------
 
+/// How the blog purges (`BLOG_PURGE_BY`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum PurgeBy {
+    /// The demo's default: the article's tag, one request per server.
+    Tags,
+    /// The URLs that show the article (`models.py`): five requests per
+    /// server.
+    Urls,
+}
+
 /// The blog under gunicorn on a loopback port, with its purge helper given
 /// `purge_urls`.
 struct App {
@@ -64,7 +80,12 @@ struct App {
 }
 
 impl App {
-    fn start(venv: &'static Path, purge_urls: &[String], extra: &[(&'static str, &str)]) -> App {
+    fn start(
+        venv: &'static Path,
+        purge_by: PurgeBy,
+        purge_urls: &[String],
+        extra: &[(&'static str, &str)],
+    ) -> App {
         let dir = TempDir::new("django");
         let db = dir.join("blog.sqlite3");
         fs::copy(template_db(venv), &db).unwrap();
@@ -73,6 +94,14 @@ impl App {
             ("STATIC_GEN_PURGE_URLS", purge_urls.join(" ")),
             ("BLOG_FAST_PASSWORD_HASHER", "1".into()),
             ("PYTHONDONTWRITEBYTECODE", "1".into()),
+            (
+                "BLOG_PURGE_BY",
+                match purge_by {
+                    PurgeBy::Tags => "tags",
+                    PurgeBy::Urls => "urls",
+                }
+                .into(),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let port = free_port();
@@ -275,12 +304,24 @@ fn some_article(front: &Front) -> String {
 // Django calls every server
 // ---------------------------------------------------------------------------
 
+/// Needs the module's purge by tag (`?tag=`): without it both servers
+/// answer `400` and the helper logs "given up".
 #[test]
-fn django_purges_every_server_it_is_given() {
+fn django_purges_every_server_it_is_given_by_tag() {
     let venv = venv_or_skip!();
+    django_purges_every_server(venv, PurgeBy::Tags);
+}
+
+#[test]
+fn django_purges_every_server_it_is_given_by_url() {
+    let venv = venv_or_skip!();
+    django_purges_every_server(venv, PurgeBy::Urls);
+}
+
+fn django_purges_every_server(venv: &'static Path, purge_by: PurgeBy) {
     let (peer_a, peer_b) = (free_port(), free_port());
     let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
-    let app = App::start(venv, &urls, &[]);
+    let app = App::start(venv, purge_by, &urls, &[]);
     let a = Front {
         run: several_servers(&app.addr(), peer_a, peer_b).start(),
         peer: peer_a,
@@ -310,18 +351,21 @@ fn django_purges_every_server_it_is_given() {
         .to_string();
     // the helper sent the purge to both servers' peer listeners, and both
     // replied
+    let (scope, requests) = match purge_by {
+        PurgeBy::Tags => (format!("{{'tag': ['blog.article-{pk}']}}"), 1),
+        PurgeBy::Urls => (format!("{{'uri': '{article}'}}"), 5),
+    };
     for url in [a.peer_purge_url(), b.peer_purge_url()] {
         assert!(
-            log.contains(&format!(
-                "purge {{'tag': ['blog.article-{pk}']}} at {url}: {{'status': 'ok'"
-            )),
+            log.contains(&format!("purge {scope} at {url}: {{'status': 'ok'")),
             "{url}: {log}"
         );
     }
     assert!(!log.contains("failed"), "{log}");
-    // (the peer listeners relay nothing: one purge each)
-    assert_eq!(a.purges_logged(), (0, 1));
-    assert_eq!(b.purges_logged(), (0, 1));
+    // (the peer listeners relay nothing: each purge reached each server
+    // once)
+    assert_eq!(a.purges_logged(), (0, requests));
+    assert_eq!(b.purges_logged(), (0, requests));
 
     // through the load balancer, both servers serve the new version
     let (ra, rb) = through_balancer(&lb, &a, &b, &article);
@@ -418,8 +462,8 @@ fn a_purge_sent_to_one_server_is_relayed_to_the_other_once() {
 // A server down during a purge
 // ---------------------------------------------------------------------------
 
-/// b is stopped, Django saves an article (the purge reaches a only; b's
-/// attempt fails and is given up), b starts again with the configuration
+/// b is stopped, Django saves an article and purges its URLs (the purges
+/// reach a only; b's attempts fail and are given up), b starts again with the configuration
 /// edited by `edit`. Returns (a, b, the article, its old title).
 fn purge_while_b_is_down(
     venv: &'static Path,
@@ -427,7 +471,12 @@ fn purge_while_b_is_down(
 ) -> (App, Front, Front, NginxHandle, String, String) {
     let (peer_a, peer_b) = (free_port(), free_port());
     let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
-    let app = App::start(venv, &urls, &[("STATIC_GEN_PURGE_ATTEMPTS", "1")]);
+    let app = App::start(
+        venv,
+        PurgeBy::Urls,
+        &urls,
+        &[("STATIC_GEN_PURGE_ATTEMPTS", "1")],
+    );
     let a = Front {
         run: edit(several_servers(&app.addr(), peer_a, peer_b)).start(),
         peer: peer_a,
@@ -508,6 +557,7 @@ fn a_server_back_within_the_retries_gets_the_purge() {
     let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
     let app = App::start(
         venv,
+        PurgeBy::Urls,
         &urls,
         &[
             ("STATIC_GEN_PURGE_ATTEMPTS", "6"),
