@@ -8,8 +8,9 @@
  *
  *   // every front-end server's purge location (default: this machine's)
  *   define('STATIC_GEN_PURGE_URLS', 'http://10.0.0.1:8081/_static_gen/purge http://10.0.0.2:8081/_static_gen/purge');
- *   // purge by URL instead, for themes that show posts outside the main
- *   // query on every page (a "recent posts" widget) and cannot tag them
+ *   // purge by URL instead (no tags sent), for themes that show posts
+ *   // outside the main query (a "recent posts" widget) and cannot tag them,
+ *   // or a module without purge by tag
  *   define('STATIC_GEN_PURGE_BY', 'urls');
  *
  * Tags (X-Static-Gen-Tags; nginx keeps them with the stored page and never
@@ -21,6 +22,12 @@
  * shift); a comment purges its post's tag; a term its own; a theme or menu
  * change everything. A theme that shows more (a widget) adds tags with
  * static_gen_add_tags() from a 'wp' action of its own.
+ *
+ * By URL, a saved post or a comment purges the post's page, the home page
+ * and the paginated home, category and tag archives (`/page/`,
+ * `/category/`, `/tag/`); a post published or unpublished, a term changed,
+ * a theme or menu change purge everything. Other archives (dates, authors)
+ * keep their pages until then.
  */
 
 if (!defined('ABSPATH')) {
@@ -34,6 +41,12 @@ const STATIC_GEN_TAGS_MAX_BYTES = 16384;
 const STATIC_GEN_HEADER_LINE_BYTES = 4000;
 
 $GLOBALS['static_gen_tags'] = [];
+
+/** Whether this site purges by URL (STATIC_GEN_PURGE_BY 'urls') rather than by tag. */
+function static_gen_by_urls()
+{
+    return defined('STATIC_GEN_PURGE_BY') && STATIC_GEN_PURGE_BY === 'urls';
+}
 
 /** Adds tags (strings of visible ASCII without ',', 1 to 128 bytes) to this page. */
 function static_gen_add_tags(array $tags)
@@ -82,7 +95,7 @@ function static_gen_query_tags()
 function static_gen_send_tags()
 {
     $method = $_SERVER['REQUEST_METHOD'] ?? 'GET';
-    if (($method !== 'GET' && $method !== 'HEAD') || is_user_logged_in() || headers_sent()) {
+    if (static_gen_by_urls() || ($method !== 'GET' && $method !== 'HEAD') || is_user_logged_in() || headers_sent()) {
         return;
     }
     static_gen_add_tags(static_gen_query_tags());
@@ -115,6 +128,22 @@ function static_gen_purge_urls()
     return preg_split('/[\s,]+/', trim($urls), -1, PREG_SPLIT_NO_EMPTY);
 }
 
+/** Purges the pages of every listing: by tag `posts`, or everything by URL. */
+function static_gen_purge_listings()
+{
+    static_gen_purge(static_gen_by_urls() ? [] : ['tag' => 'posts']);
+}
+
+/** Purges the pages that show a term: by its tag, or everything by URL. */
+function static_gen_purge_term($term_id, $listings)
+{
+    if (static_gen_by_urls()) {
+        static_gen_purge();
+        return;
+    }
+    static_gen_purge(['tag' => $listings ? ['term-' . $term_id, 'posts'] : ['term-' . $term_id]]);
+}
+
 /**
  * POSTs a purge to every purge location: ['tag' => [...]], ['uri' => '/x/'],
  * ['prefix' => '/x/'], or [] for everything. One after the other, 2 s each
@@ -144,11 +173,16 @@ function static_gen_purge(array $scope = [])
 /** Purges the pages that show a post: by its tag, or by URL. */
 function static_gen_purge_post($post_id, $listings)
 {
-    if (defined('STATIC_GEN_PURGE_BY') && STATIC_GEN_PURGE_BY === 'urls') {
+    if (static_gen_by_urls()) {
+        if ($listings) {
+            static_gen_purge();                       // listings shift: everything
+            return;
+        }
         static_gen_purge(['uri' => wp_make_link_relative(get_permalink($post_id))]);
         static_gen_purge(['uri' => '/']);             // the home page
+        static_gen_purge(['prefix' => '/page/']);     // its next pages
         static_gen_purge(['prefix' => '/category/']); // the archives
-        static_gen_purge(['prefix' => '/page/']);
+        static_gen_purge(['prefix' => '/tag/']);
         return;
     }
     static_gen_purge(['tag' => $listings ? ['post-' . $post_id, 'posts'] : ['post-' . $post_id]]);
@@ -165,12 +199,12 @@ add_action('save_post', function ($post_id) {
 // (save_post purges the pages that show the post itself)
 add_action('transition_post_status', function ($new, $old, $post) {
     if ($new !== $old && ($new === 'publish' || $old === 'publish')) {
-        static_gen_purge(['tag' => 'posts']);
+        static_gen_purge_listings();
     }
 }, 10, 3);
 add_action('post_updated', function ($post_id, $after, $before) {
     if ($after->post_status === 'publish' && $after->post_date !== $before->post_date) {
-        static_gen_purge(['tag' => 'posts']);
+        static_gen_purge_listings();
     }
 }, 10, 3);
 
@@ -191,10 +225,10 @@ add_action('edit_comment', 'static_gen_purge_comment');
 add_action('wp_set_comment_status', 'static_gen_purge_comment');
 
 add_action('edited_term', function ($term_id) {
-    static_gen_purge(['tag' => 'term-' . $term_id]);
+    static_gen_purge_term($term_id, false);
 });
 add_action('delete_term', function ($term_id) {
-    static_gen_purge(['tag' => ['term-' . $term_id, 'posts']]);
+    static_gen_purge_term($term_id, true);
 });
 
 // what every page shows: the whole tree
