@@ -349,8 +349,8 @@ header('Content-Type: application/json');
 echo json_encode($GLOBALS['purges']), "\n";
 "#;
 
-/// Needs the module's purge by tag (`?tag=`): without it the first purge
-/// gets `400` and the test fails there.
+/// Needs the module's purge by tag (`?tag=`): without it the test stops at
+/// [`require_purge_by_tag`] (nginx answers `400`).
 #[test]
 fn wordpress_plugin_tags_pages_and_purges_by_tag() {
     let Some(php_fpm) = php_fpm_or_skip() else {
@@ -369,6 +369,7 @@ fn wordpress_plugin_tags_pages_and_purges_by_tag() {
         PhpFpmListen::Socket(run.path("php-fpm.sock")),
     );
     let port = run.port();
+    example_conf::django::require_purge_by_tag(port);
     let act = |query: &str| {
         let r = post(port, &format!("/wp-admin/act.php?{query}"), b"");
         assert_eq!(r.status, 200, "{r}");
@@ -536,5 +537,55 @@ fn wordpress_plugin_purges_by_url_where_pages_are_not_tagged() {
             assert_eq!(get(port, uri).sg_status(), "MISS", "{query}: {uri}");
         }
     }
+    run.assert_no_alerts();
+}
+
+/// `several-servers.conf` alone (its peer is not running; the relay to it
+/// fails, which is the documented limit): pages are generated, the peer
+/// listener purges and serves nothing else, and a restart purges the tree
+/// (`static_gen_purge_on_start`).
+#[test]
+fn several_servers_conf_generates_purges_on_its_peer_listener_and_at_start() {
+    let up = counting_upstream();
+    let (own_peer, other_peer) = (free_port(), free_port());
+    let mut run = several_servers(&up.addr(), own_peer, other_peer).start();
+    let port = run.port();
+    miss_then_hit(&run, "/articles/hello/", &[]);
+    miss_then_hit(&run, "/about/", &[]);
+    let with_session = get_with(port, "/about/", &[("Cookie", "sessionid=abc")]);
+    assert_eq!(with_session.sg_status(), "BYPASS", "{with_session}");
+
+    // the peer listener: purges, relays nothing, serves no page
+    let reply = post(own_peer, "/_static_gen/purge?uri=/articles/hello/", b"");
+    assert_eq!(reply.status, 200, "{reply}");
+    assert!(reply.text().contains(r#""scope":"uri""#), "{reply}");
+    assert_eq!(get(port, "/articles/hello/").sg_status(), "MISS");
+    assert_eq!(get(port, "/about/").sg_status(), "HIT");
+    assert_eq!(get(own_peer, "/about/").status, 404);
+    assert!(!run.error_log().contains(&format!(":{other_peer}/")));
+
+    // the site's purge location purges and relays to the peer (down here:
+    // an error-log line, the reply is still ok)
+    let reply = post(port, "/_static_gen/purge?uri=/about/", b"");
+    assert_eq!(reply.status, 200, "{reply}");
+    assert_eq!(get(port, "/about/").sg_status(), "MISS");
+    let relay = format!("127.0.0.1:{other_peer}/_static_gen/purge?uri=/about/");
+    assert!(
+        wait_until(TIMEOUT, || run.error_log().contains(&relay)),
+        "{}",
+        run.error_log()
+    );
+
+    // stopped and started again: every page counts as purged
+    assert_eq!(get(port, "/articles/hello/").sg_status(), "HIT");
+    run.stop();
+    run.start_again();
+    let after = get(port, "/articles/hello/");
+    assert_eq!(after.sg_status(), "MISS", "{after}");
+    assert!(
+        run.error_log().contains("at start (soft)"),
+        "{}",
+        run.error_log()
+    );
     run.assert_no_alerts();
 }

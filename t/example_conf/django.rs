@@ -56,6 +56,19 @@ pub fn venv() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// Panics with a clear message unless the module behind `port` purges by
+/// tag (`?tag=`, issue 15): the demo blog's pages carry tags and its saves
+/// purge by tag, so a test of its purges (or of the tag header) cannot pass
+/// without it. Purges a tag no page carries.
+pub fn require_purge_by_tag(port: u16) {
+    let r = post(port, "/_static_gen/purge?tag=static-gen-test-probe", b"");
+    assert!(
+        r.status == 200 && r.text().contains(r#""scope":"tag""#),
+        "this build of the module does not purge by tag (`?tag=`, issue 15), which \
+         the test needs: {r}"
+    );
+}
+
 /// `manage.py` in t/django with `env`; panics with its output on failure.
 pub fn manage(venv: &Path, env: &[(&str, String)], args: &[&str]) -> String {
     let out = Command::new(venv.join("bin/python"))
@@ -170,15 +183,16 @@ impl Site {
         self.nginx.port()
     }
 
+    /// [`require_purge_by_tag`] for this site's nginx.
+    pub fn require_purge_by_tag(&self) {
+        require_purge_by_tag(self.port());
+    }
+
     /// `manage.py shell -c code` against this site's database and nginx.
     pub fn shell(&self, code: &str) -> String {
         let mut env = Site::env_of(&self.nginx);
         env.extend(self.extra_env.iter().cloned());
-        manage(
-            self.venv,
-            &env,
-            &["shell", "--verbosity", "0", "-c", code],
-        )
+        manage(self.venv, &env, &["shell", "--verbosity", "0", "-c", code])
     }
 
     /// The generated file of `uri`.
