@@ -376,6 +376,8 @@ fn chromium_gets_a_stored_variant_over_http2_and_posts_a_comment() {
         .http_directives(LOG_FORMAT)
         .replace("blog.access.log;", "blog.access.log browser;");
     let site = Site::start_with(venv, conf);
+    // the demo purges by tag: the comment's purge needs it
+    site.require_purge_by_tag();
     let https = site.nginx.https_port().unwrap();
 
     // an article (the home page, over plain HTTP, links them)

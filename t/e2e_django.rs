@@ -114,6 +114,69 @@ fn article_elsewhere(site: &Site, listing: &str, not_category: &str) -> (String,
     panic!("no article outside {not_category} on {listing}");
 }
 
+/// The purge location the site's Django posts to.
+fn purge_url(site: &Site) -> String {
+    format!("http://127.0.0.1:{}/_static_gen/purge", site.port())
+}
+
+/// GETs `uri` until it is a HIT (the MISS stored it; its compressed
+/// variants may replace the file meanwhile).
+fn warm(site: &Site, uri: &str) {
+    if site.get(uri, &Jar::default()).sg_status() != "HIT" {
+        assert!(wait_until(TIMEOUT, || site.page(uri).exists()), "{uri}");
+        site.hit(uri);
+    }
+}
+
+/// The primary key of the article at `uri`.
+fn article_pk(site: &Site, uri: &str) -> String {
+    let slug = uri.trim_start_matches("/articles/").trim_end_matches('/');
+    site.shell(&format!(
+        "from blog.models import Article; print(Article.objects.get(slug='{slug}').pk)"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// The page of `category`'s listing (`/categories/x/`,
+/// `/categories/x/page/2/`, ...) that shows `article`.
+fn category_page_with(site: &Site, category: &str, article: &str) -> String {
+    (1..=10)
+        .map(|n| match n {
+            1 => category.to_string(),
+            n => format!("{category}page/{n}/"),
+        })
+        .find(|uri| {
+            article_links(&site.get(uri, &Jar::default()).text()).contains(&article.to_string())
+        })
+        .unwrap_or_else(|| panic!("{article} is on no page of {category}"))
+}
+
+/// Posts a comment on `article` as the page's script does (a token from
+/// /csrf/, then the form).
+fn post_comment(site: &Site, article: &str, body: &str) {
+    let mut jar = Jar::default();
+    let t = site.get("/csrf/", &jar);
+    assert_eq!(t.status, 200, "{t}");
+    jar.take(&t);
+    let text = t.text();
+    let token = text
+        .split('"')
+        .nth(3)
+        .expect("{\"token\": \"...\"}")
+        .to_string();
+    let posted = site.post_form(
+        article,
+        &mut jar,
+        &[
+            ("csrfmiddlewaretoken", &token),
+            ("name", "Tagger"),
+            ("body", body),
+        ],
+    );
+    assert_eq!(posted.status, 303, "{posted}");
+}
+
 /// A raw GET straight to gunicorn's socket (bypassing nginx), to see the
 /// headers Django sends to nginx.
 fn django_direct(site: &Site, path: &str, cookie: &str) -> String {
@@ -194,6 +257,8 @@ fn anonymous_pages_are_generated_and_served_without_django() {
 fn logged_in_visitors_bypass_and_see_their_name() {
     let venv = venv_or_skip!();
     let site = Site::start(venv);
+    // the demo purges by tag
+    site.require_purge_by_tag();
     let home = site.get("/", &Jar::default());
     let article = article_links(&home.text())[1].clone();
     let anonymous = site.miss_then_hit(&article);
@@ -251,6 +316,8 @@ fn logged_in_visitors_bypass_and_see_their_name() {
 fn the_comment_form_of_a_generated_page_passes_csrf() {
     let venv = venv_or_skip!();
     let site = Site::start(venv);
+    // the demo purges by tag
+    site.require_purge_by_tag();
     let home = site.get("/", &Jar::default());
     let links = article_links(&home.text());
     let (article, other) = (links[2].clone(), links[3].clone());
@@ -331,10 +398,12 @@ fn the_comment_form_of_a_generated_page_passes_csrf() {
     site.nginx.assert_no_alerts();
 }
 
+/// A site that cannot tag its pages (`BLOG_PURGE_BY=urls`): a save purges
+/// the URLs that may show the article (django_purge.connect).
 #[test]
-fn saving_an_article_purges_its_pages_and_no_others() {
+fn saving_an_article_purges_its_urls_where_pages_are_not_tagged() {
     let venv = venv_or_skip!();
-    let site = Site::start(venv);
+    let site = Site::start_with_env(venv, site_conf(), &[("BLOG_PURGE_BY", "urls".into())]);
     let home = site.get("/", &Jar::default());
     let article = article_links(&home.text())[0].clone();
     let html = site.miss_then_hit(&article).text();
@@ -365,10 +434,14 @@ fn saving_an_article_purges_its_pages_and_no_others() {
          a.save()"
     ));
     assert!(
-        log.contains(&format!("purge {{'uri': '{article}'}}: {{'status': 'ok'")),
+        log.contains(&format!(
+            "purge {{'uri': '{article}'}} at {}: {{'status': 'ok'",
+            purge_url(&site)
+        )),
         "{log}"
     );
     assert!(!log.contains("failed"), "{log}");
+    assert!(!log.contains("'tag'"), "{log}");
 
     // the article, the archive, its category and the home page show it
     for uri in [article.as_str(), "/", "/articles/", category.as_str()] {
@@ -396,6 +469,8 @@ fn saving_an_article_purges_its_pages_and_no_others() {
 fn saving_in_the_admin_purges_the_article() {
     let venv = venv_or_skip!();
     let site = Site::start(venv);
+    // the demo purges by tag
+    site.require_purge_by_tag();
     let home = site.get("/", &Jar::default());
     let links = article_links(&home.text());
     let (article, other) = (links[4].clone(), links[5].clone());
@@ -497,5 +572,207 @@ fn pages_that_set_a_cookie_or_embed_a_token_are_not_stored() {
     }
     assert!(!site.page("/csrf/").exists());
     assert!(!site.page("/accounts/login/").exists());
+    site.nginx.assert_no_alerts();
+}
+
+#[test]
+fn pages_carry_the_tags_of_what_they_show_and_clients_never_see_them() {
+    let venv = venv_or_skip!();
+    let site = Site::start(venv);
+    // the module must keep the tags and strip the header
+    site.require_purge_by_tag();
+    let listing = "/articles/page/9/";
+    // nginx stores the listing (MISS) and never passes its tags on
+    let miss = site.get(listing, &Jar::default());
+    assert_eq!(miss.sg_status(), "MISS", "{miss}");
+    let article = article_links(&miss.text())[3].clone();
+    let pk = article_pk(&site, &article);
+
+    // what Django sends nginx: the listing's tag and each article's
+    let head = django_direct(&site, listing, "");
+    let tags = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Static-Gen-Tags: "))
+        .unwrap_or_else(|| panic!("no tags from Django:\n{head}"));
+    let tags: Vec<&str> = tags.split(' ').collect();
+    assert!(tags.contains(&"blog.article"), "{tags:?}");
+    assert!(
+        tags.contains(&format!("blog.article-{pk}").as_str()),
+        "{tags:?}"
+    );
+    assert_eq!(
+        tags.iter()
+            .filter(|t| t.starts_with("blog.article-"))
+            .count(),
+        20
+    );
+    assert!(
+        tags.iter().any(|t| t.starts_with("blog.category-")),
+        "{tags:?}"
+    );
+    let head = django_direct(&site, &article, "");
+    assert!(
+        head.contains(&format!(
+            "X-Static-Gen-Tags: blog.article-{pk} blog.category-"
+        )),
+        "{head}"
+    );
+    // none on pages nginx must not share: a logged-in visitor's, the
+    // contact page (its cookie), a 404
+    let jar = site.log_in("reader", "reader");
+    assert!(!django_direct(&site, listing, &jar.header()).contains("X-Static-Gen-Tags"));
+    assert!(!django_direct(&site, "/about/contact/", "").contains("X-Static-Gen-Tags"));
+    assert!(!django_direct(&site, "/articles/no-such/", "").contains("X-Static-Gen-Tags"));
+
+    // nginx keeps them and never passes them on: MISS, HIT, BYPASS
+    let hit = site.miss_then_hit(&article);
+    let bypass = site.get(&article, &jar);
+    assert_eq!(bypass.sg_status(), "BYPASS", "{bypass}");
+    for r in [&miss, &hit, &bypass] {
+        assert!(!r.has_header("X-Static-Gen-Tags"), "{r}");
+    }
+    site.nginx.assert_no_alerts();
+}
+
+#[test]
+fn editing_an_article_purges_every_page_that_shows_it_and_no_other() {
+    let venv = venv_or_skip!();
+    let site = Site::start(venv);
+    // the demo purges by tag
+    site.require_purge_by_tag();
+    // an article deep in the archive, which no list of URLs would name
+    let listing = "/articles/page/9/";
+    let links = article_links(&site.get(listing, &Jar::default()).text());
+    let (article, neighbour) = (links[7].clone(), links[8].clone());
+    let category = category_of(&site.get(&article, &Jar::default()).text());
+    let category_page = category_page_with(&site, &category, &article);
+    let neighbour_category = category_of(&site.get(&neighbour, &Jar::default()).text());
+    assert_ne!(category, neighbour_category);
+    let other_category_page = if category_page == category {
+        format!("{category}page/2/")
+    } else {
+        category.clone()
+    };
+    let shows_it = [article.as_str(), listing, category_page.as_str()];
+    let others = [
+        "/",
+        "/articles/",
+        "/articles/page/8/",
+        "/articles/page/10/",
+        neighbour.as_str(),
+        neighbour_category.as_str(),
+        other_category_page.as_str(),
+        "/about/",
+    ];
+    for uri in shows_it.iter().chain(&others) {
+        warm(&site, uri);
+    }
+    let pk = article_pk(&site, &article);
+
+    let log = site.shell(&format!(
+        "from blog.models import Article\n\
+         a = Article.objects.get(pk={pk})\n\
+         a.title = 'Tagged and purged, page nine'\n\
+         a.save()"
+    ));
+    // one purge, of the article's tag only (not `blog.article`: the
+    // listings did not shift)
+    assert!(
+        log.contains(&format!(
+            "purge {{'tag': ['blog.article-{pk}']}} at {}: {{'status': 'ok'",
+            purge_url(&site)
+        )),
+        "{log}"
+    );
+    assert_eq!(log.matches("purge {").count(), 1, "{log}");
+
+    for uri in shows_it {
+        let r = site.get(uri, &Jar::default());
+        assert_eq!(
+            r.sg_status(),
+            "MISS",
+            "{uri} shows the article and was not purged: {r}"
+        );
+        assert!(
+            r.text().contains("Tagged and purged, page nine"),
+            "{uri}: {r}"
+        );
+    }
+    // every other page stays generated (a HIT that Django does not see)
+    for uri in others {
+        site.hit(uri);
+    }
+    site.nginx.assert_no_alerts();
+}
+
+#[test]
+fn a_comment_purges_the_pages_of_its_article_only() {
+    let venv = venv_or_skip!();
+    let site = Site::start(venv);
+    // the demo purges by tag
+    site.require_purge_by_tag();
+    let listing = "/articles/page/3/";
+    let links = article_links(&site.get(listing, &Jar::default()).text());
+    let (article, neighbour) = (links[4].clone(), links[5].clone());
+    let html = site.get(&article, &Jar::default()).text();
+    let count = comment_count(&html);
+    let category_page = category_page_with(&site, &category_of(&html), &article);
+    let neighbour_category = category_of(&site.get(&neighbour, &Jar::default()).text());
+    let shows_it = [article.as_str(), listing, category_page.as_str()];
+    let others = [
+        "/",
+        "/articles/page/4/",
+        neighbour.as_str(),
+        neighbour_category.as_str(),
+    ];
+    for uri in shows_it.iter().chain(&others) {
+        warm(&site, uri);
+    }
+
+    post_comment(&site, &article, "A tag purged this page.");
+
+    for uri in shows_it {
+        let r = site.get(uri, &Jar::default());
+        assert_eq!(r.sg_status(), "MISS", "{uri} was not purged: {r}");
+    }
+    let page = site.get(&article, &Jar::default()).text();
+    assert_eq!(comment_count(&page), count + 1);
+    assert!(page.contains("A tag purged this page."));
+    for uri in others {
+        site.hit(uri);
+    }
+    let log = site.gunicorn.log();
+    assert!(log.contains("purge {'tag': ['blog.article-"), "{log}");
+    site.nginx.assert_no_alerts();
+}
+
+#[test]
+fn a_new_article_purges_the_listings_and_no_article() {
+    let venv = venv_or_skip!();
+    let site = Site::start(venv);
+    // the demo purges by tag
+    site.require_purge_by_tag();
+    let home = site.get("/", &Jar::default());
+    let article = article_links(&home.text())[0].clone();
+    let category = category_of(&site.get(&article, &Jar::default()).text());
+    let listings = ["/", "/articles/", "/articles/page/15/", category.as_str()];
+    for uri in listings.iter().chain([&article.as_str()]) {
+        warm(&site, uri);
+    }
+    let log = site.shell(
+        "from datetime import datetime, timezone\n\
+         from blog.models import Article, Category\n\
+         Article.objects.create(title='Brand new', slug='brand-new', body='New.',\n\
+             category=Category.objects.get(slug='rust'),\n\
+             published=datetime(2030, 1, 1, tzinfo=timezone.utc))",
+    );
+    assert!(log.contains("'blog.article']} at "), "{log}");
+    // every listing shifted (one more article, one more page)
+    for uri in listings {
+        assert_eq!(site.get(uri, &Jar::default()).sg_status(), "MISS", "{uri}");
+    }
+    assert!(site.get("/", &Jar::default()).text().contains("Brand new"));
+    // the articles' own pages did not change
+    site.hit(&article);
     site.nginx.assert_no_alerts();
 }

@@ -258,3 +258,334 @@ fn wordpress_conf_generates_permalinks_and_respects_wordpress_cookies() {
     assert_eq!(get(port, "/").sg_status(), "HIT");
     run.assert_no_alerts();
 }
+
+// ---------------------------------------------------------------------------
+// The WordPress plugin (nginx-conf/wordpress-static-gen.php) on php-fpm
+// ---------------------------------------------------------------------------
+
+/// A stand-in for the few WordPress functions the plugin calls: hooks, the
+/// main query's conditionals (from `$GLOBALS['page']`), the terms of a post
+/// (its category, `$post->cat`) and `wp_remote_post` over PHP's own HTTP
+/// streams (real requests to nginx's purge location, recorded in
+/// `$GLOBALS['purges']`).
+const WP_STUBS: &str = r#"<?php
+define('ABSPATH', __DIR__ . '/');
+define('STATIC_GEN_PURGE_URLS', 'http://127.0.0.1:' . $_SERVER['SERVER_PORT'] . '/_static_gen/purge');
+if (is_file(__DIR__ . '/purge-by-urls')) define('STATIC_GEN_PURGE_BY', 'urls');
+$GLOBALS['hooks'] = [];
+$GLOBALS['purges'] = [];
+$GLOBALS['page'] = ['kind' => 'none'];
+function add_action($hook, $fn, $priority = 10, $args = 1) { $GLOBALS['hooks'][$hook][$priority][] = [$fn, $args]; }
+function do_action($hook, ...$args) {
+    $by = $GLOBALS['hooks'][$hook] ?? [];
+    ksort($by);
+    foreach ($by as $fns) foreach ($fns as [$fn, $n]) $fn(...array_slice($args, 0, $n));
+}
+function is_user_logged_in() { return false; }
+function is_home() { return $GLOBALS['page']['kind'] === 'home'; }
+function is_archive() { return $GLOBALS['page']['kind'] === 'category'; }
+function is_category() { return $GLOBALS['page']['kind'] === 'category'; }
+function is_tag() { return false; }
+function is_tax() { return false; }
+function get_queried_object_id() { return $GLOBALS['page']['term'] ?? 0; }
+function get_the_terms($post, $taxonomy) { return $taxonomy === 'category' ? [(object) ['term_id' => $post->cat]] : false; }
+function wp_is_post_revision($id) { return false; }
+function wp_is_post_autosave($id) { return false; }
+function get_permalink($id) { return "http://blog.example.org/2024/05/post-$id/"; }
+function wp_make_link_relative($url) { return parse_url($url, PHP_URL_PATH); }
+function get_comment($id) { return (object) ['comment_post_ID' => intdiv($id, 100)]; }
+class WP_Error { function __construct(public $message) {} function get_error_message() { return $this->message; } }
+function is_wp_error($x) { return $x instanceof WP_Error; }
+function wp_remote_post($url, $args) {
+    $context = stream_context_create(['http' => ['method' => 'POST', 'timeout' => $args['timeout'], 'ignore_errors' => true]]);
+    $body = @file_get_contents($url, false, $context);
+    if ($body === false) return new WP_Error(error_get_last()['message'] ?? 'failed');
+    preg_match('{^HTTP/\S+ (\d+)}', $http_response_header[0], $m);
+    $GLOBALS['purges'][] = ['url' => $url, 'status' => (int) $m[1], 'reply' => trim($body)];
+    return ['code' => (int) $m[1], 'body' => $body];
+}
+function wp_remote_retrieve_response_code($r) { return $r['code']; }
+function wp_remote_retrieve_body($r) { return $r['body']; }
+"#;
+
+/// The front controller: posts 12 (category 3), 13 (category 4) and 14
+/// (category 3); `/` lists them, `/category/c<N>/` a category,
+/// `/2024/05/post-<ID>/` one post, `/many/<N>/` a listing of posts 1000 to
+/// 1000+N (to pass the header line and 16 KB limits).
+const WP_PLUGIN_INDEX: &str = r#"<?php
+require __DIR__ . '/wp-stubs.php';
+require __DIR__ . '/wp-content/mu-plugins/static-gen.php';
+$cats = [12 => 3, 13 => 4, 14 => 3];
+$uri = $_SERVER['REQUEST_URI'];
+$ids = [];
+if ($uri === '/') {
+    $GLOBALS['page'] = ['kind' => 'home'];
+    $ids = [14, 13, 12];
+} elseif (preg_match('{^/category/c(\d+)/$}', $uri, $m)) {
+    $GLOBALS['page'] = ['kind' => 'category', 'term' => (int) $m[1]];
+    $ids = array_keys(array_filter($cats, fn($c) => $c == $m[1]));
+} elseif (preg_match('{^/2024/05/post-(\d+)/$}', $uri, $m)) {
+    $GLOBALS['page'] = ['kind' => 'single'];
+    $ids = [(int) $m[1]];
+} elseif (preg_match('{^/many/(\d+)/$}', $uri, $m)) {
+    $GLOBALS['page'] = ['kind' => 'home'];
+    $ids = range(1000, 999 + (int) $m[1]);
+    foreach ($ids as $id) $cats[$id] = 9;
+}
+$GLOBALS['wp_query'] = (object) ['posts' => array_map(fn($id) => (object) ['ID' => $id, 'cat' => $cats[$id]], $ids)];
+do_action('wp');
+header('Content-Type: text/html; charset=UTF-8');
+printf("<!doctype html>\n<p>%s: posts %s at %.6f</p>\n", htmlspecialchars($uri), implode(',', $ids), microtime(true));
+"#;
+
+/// What WordPress's admin does when it saves: runs a hook
+/// (`?hook=save_post&id=12`), and says which purges the plugin sent.
+const WP_PLUGIN_ACTION: &str = r#"<?php
+require __DIR__ . '/../wp-stubs.php';
+require __DIR__ . '/../wp-content/mu-plugins/static-gen.php';
+$args = array_map(fn($a) => is_numeric($a) ? (int) $a : $a, explode(',', $_GET['args'] ?? ''));
+do_action($_GET['hook'], ...$args);
+header('Content-Type: application/json');
+echo json_encode($GLOBALS['purges']), "\n";
+"#;
+
+/// Needs the module's purge by tag (`?tag=`): without it the test stops at
+/// [`require_purge_by_tag`] (nginx answers `400`).
+#[test]
+fn wordpress_plugin_tags_pages_and_purges_by_tag() {
+    let Some(php_fpm) = php_fpm_or_skip() else {
+        return;
+    };
+    let plugin = fs::read_to_string(conf_dir().join("wordpress-static-gen.php")).unwrap();
+    let conf = example("wordpress-php-fpm.conf", "unix:{tmp}/php-fpm.sock");
+    conf.write("wordpress/wp-stubs.php", WP_STUBS);
+    conf.write("wordpress/index.php", WP_PLUGIN_INDEX);
+    conf.write("wordpress/wp-admin/act.php", WP_PLUGIN_ACTION);
+    conf.write("wordpress/wp-content/mu-plugins/static-gen.php", plugin);
+    let run = conf.start();
+    let _fpm = PhpFpm::start(
+        &php_fpm,
+        run.dir(),
+        PhpFpmListen::Socket(run.path("php-fpm.sock")),
+    );
+    let port = run.port();
+    example_conf::django::require_purge_by_tag(port);
+    let act = |query: &str| {
+        let r = post(port, &format!("/wp-admin/act.php?{query}"), b"");
+        assert_eq!(r.status, 200, "{r}");
+        r.text()
+    };
+
+    let pages = [
+        "/",
+        "/category/c3/",
+        "/category/c4/",
+        "/2024/05/post-12/",
+        "/2024/05/post-13/",
+        "/2024/05/post-14/",
+    ];
+    for uri in pages {
+        let hit = miss_then_hit(&run, uri, &[]);
+        // nginx keeps the tags and never passes them on
+        assert!(!hit.has_header("X-Static-Gen-Tags"), "{uri}: {hit}");
+    }
+
+    // saving post 12 purges its page and the listings that show it
+    let purges = act("hook=save_post&args=12");
+    assert!(purges.contains(r#"?tag=post-12","status":200"#), "{purges}");
+    for uri in ["/2024/05/post-12/", "/", "/category/c3/"] {
+        assert_eq!(get(port, uri).sg_status(), "MISS", "{uri} not purged");
+    }
+    for uri in ["/2024/05/post-13/", "/2024/05/post-14/", "/category/c4/"] {
+        assert_eq!(get(port, uri).sg_status(), "HIT", "{uri} purged");
+    }
+    for uri in pages {
+        get(port, uri);
+    }
+
+    // a comment on post 13 (comment 1301): post 13's pages only
+    let purges = act("hook=comment_post&args=1301");
+    assert!(purges.contains(r#"?tag=post-13","status":200"#), "{purges}");
+    for uri in ["/2024/05/post-13/", "/", "/category/c4/"] {
+        assert_eq!(get(port, uri).sg_status(), "MISS", "{uri} not purged");
+    }
+    for uri in ["/2024/05/post-12/", "/category/c3/"] {
+        assert_eq!(get(port, uri).sg_status(), "HIT", "{uri} purged");
+    }
+
+    // a post published: the listings (`posts`), not the posts' own pages
+    for uri in pages {
+        get(port, uri);
+    }
+    let purges = act("hook=transition_post_status&args=publish,draft,15");
+    assert!(purges.contains(r#"?tag=posts","status":200"#), "{purges}");
+    for uri in ["/", "/category/c3/", "/category/c4/"] {
+        assert_eq!(get(port, uri).sg_status(), "MISS", "{uri} not purged");
+    }
+    for uri in ["/2024/05/post-12/", "/2024/05/post-13/"] {
+        assert_eq!(get(port, uri).sg_status(), "HIT", "{uri} purged");
+    }
+
+    // a renamed category: the pages that show it
+    for uri in pages {
+        get(port, uri);
+    }
+    let purges = act("hook=edited_term&args=4");
+    assert!(purges.contains(r#"?tag=term-4","status":200"#), "{purges}");
+    for uri in ["/category/c4/", "/2024/05/post-13/", "/"] {
+        assert_eq!(get(port, uri).sg_status(), "MISS", "{uri} not purged");
+    }
+    for uri in ["/category/c3/", "/2024/05/post-12/", "/2024/05/post-14/"] {
+        assert_eq!(get(port, uri).sg_status(), "HIT", "{uri} purged");
+    }
+
+    // 600 posts: tags in two header lines (4000 bytes each at most); a
+    // tag of the second line purges the page too
+    miss_then_hit(&run, "/many/600/", &[]);
+    act("hook=save_post&args=1599");
+    assert_eq!(get(port, "/many/600/").sg_status(), "MISS");
+    // 2000 posts pass 16 KB of tags: not stored, at every visit
+    for _ in 0..2 {
+        let r = get(port, "/many/2000/");
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.sg_status(), "MISS", "{r}");
+        assert!(!r.has_header("X-Static-Gen-Tags"), "{r}");
+    }
+    assert!(!page_file(&run, "/many/2000/").exists());
+    run.assert_no_alerts();
+}
+
+/// `define('STATIC_GEN_PURGE_BY', 'urls')`: no tags sent, purges by URL.
+#[test]
+fn wordpress_plugin_purges_by_url_where_pages_are_not_tagged() {
+    let Some(php_fpm) = php_fpm_or_skip() else {
+        return;
+    };
+    let plugin = fs::read_to_string(conf_dir().join("wordpress-static-gen.php")).unwrap();
+    let conf = example("wordpress-php-fpm.conf", "unix:{tmp}/php-fpm.sock");
+    conf.write("wordpress/wp-stubs.php", WP_STUBS);
+    conf.write("wordpress/purge-by-urls", "");
+    conf.write("wordpress/index.php", WP_PLUGIN_INDEX);
+    conf.write("wordpress/wp-admin/act.php", WP_PLUGIN_ACTION);
+    conf.write("wordpress/wp-content/mu-plugins/static-gen.php", plugin);
+    let run = conf.start();
+    let _fpm = PhpFpm::start(
+        &php_fpm,
+        run.dir(),
+        PhpFpmListen::Socket(run.path("php-fpm.sock")),
+    );
+    let port = run.port();
+    let act = |query: &str| {
+        let r = post(port, &format!("/wp-admin/act.php?{query}"), b"");
+        assert_eq!(r.status, 200, "{r}");
+        let purges = r.text();
+        assert!(!purges.contains("tag="), "{purges}");
+        assert!(!purges.contains(r#""status":4"#), "{purges}");
+        purges
+    };
+    let pages = [
+        "/",
+        "/category/c3/",
+        "/category/c4/",
+        "/2024/05/post-12/",
+        "/2024/05/post-13/",
+    ];
+    for uri in pages {
+        let hit = miss_then_hit(&run, uri, &[]);
+        // the plugin sends no tags in this mode (with or without the
+        // module's support for them)
+        assert!(!hit.has_header("X-Static-Gen-Tags"), "{uri}: {hit}");
+    }
+
+    // saving post 12: its page, the home page and the archives
+    let purges = act("hook=save_post&args=12");
+    assert!(
+        purges.contains(r#"?uri=%2F2024%2F05%2Fpost-12%2F","status":200"#),
+        "{purges}"
+    );
+    assert!(
+        purges.contains(r#"?prefix=%2Fcategory%2F","status":200"#),
+        "{purges}"
+    );
+    for uri in ["/2024/05/post-12/", "/", "/category/c3/", "/category/c4/"] {
+        assert_eq!(get(port, uri).sg_status(), "MISS", "{uri} not purged");
+    }
+    assert_eq!(get(port, "/2024/05/post-13/").sg_status(), "HIT");
+
+    // a comment on post 13: its page (and the listings), not post 12's
+    for uri in pages {
+        get(port, uri);
+    }
+    act("hook=comment_post&args=1301");
+    assert_eq!(get(port, "/2024/05/post-13/").sg_status(), "MISS");
+    assert_eq!(get(port, "/2024/05/post-12/").sg_status(), "HIT");
+
+    // a post published or a category renamed: everything
+    for (i, query) in [
+        "hook=transition_post_status&args=publish,draft,15",
+        "hook=edited_term&args=4",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for uri in pages {
+            get(port, uri);
+        }
+        let purges = act(query);
+        assert!(purges.contains(r#"purge","status":200"#), "{i}: {purges}");
+        for uri in pages {
+            assert_eq!(get(port, uri).sg_status(), "MISS", "{query}: {uri}");
+        }
+    }
+    run.assert_no_alerts();
+}
+
+/// `several-servers.conf` alone (its peer is not running; the relay to it
+/// fails, which is the documented limit): pages are generated, the peer
+/// listener purges and serves nothing else, and a restart purges the tree
+/// (`static_gen_purge_on_start`).
+#[test]
+fn several_servers_conf_generates_purges_on_its_peer_listener_and_at_start() {
+    let up = counting_upstream();
+    let (own_peer, other_peer) = (free_port(), free_port());
+    let mut run = several_servers(&up.addr(), own_peer, other_peer).start();
+    let port = run.port();
+    miss_then_hit(&run, "/articles/hello/", &[]);
+    miss_then_hit(&run, "/about/", &[]);
+    let with_session = get_with(port, "/about/", &[("Cookie", "sessionid=abc")]);
+    assert_eq!(with_session.sg_status(), "BYPASS", "{with_session}");
+
+    // the peer listener: purges, relays nothing, serves no page
+    let reply = post(own_peer, "/_static_gen/purge?uri=/articles/hello/", b"");
+    assert_eq!(reply.status, 200, "{reply}");
+    assert!(reply.text().contains(r#""scope":"uri""#), "{reply}");
+    assert_eq!(get(port, "/articles/hello/").sg_status(), "MISS");
+    assert_eq!(get(port, "/about/").sg_status(), "HIT");
+    assert_eq!(get(own_peer, "/about/").status, 404);
+    assert!(!run.error_log().contains(&format!(":{other_peer}/")));
+
+    // the site's purge location purges and relays to the peer (down here:
+    // an error-log line, the reply is still ok)
+    let reply = post(port, "/_static_gen/purge?uri=/about/", b"");
+    assert_eq!(reply.status, 200, "{reply}");
+    assert_eq!(get(port, "/about/").sg_status(), "MISS");
+    let relay = format!("127.0.0.1:{other_peer}/_static_gen/purge?uri=/about/");
+    assert!(
+        wait_until(TIMEOUT, || run.error_log().contains(&relay)),
+        "{}",
+        run.error_log()
+    );
+
+    // stopped and started again: every page counts as purged
+    assert_eq!(get(port, "/articles/hello/").sg_status(), "HIT");
+    run.stop();
+    run.start_again();
+    let after = get(port, "/articles/hello/");
+    assert_eq!(after.sg_status(), "MISS", "{after}");
+    assert!(
+        run.error_log().contains("at start (soft)"),
+        "{}",
+        run.error_log()
+    );
+    run.assert_no_alerts();
+}

@@ -56,6 +56,19 @@ pub fn venv() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// Panics with a clear message unless the module behind `port` purges by
+/// tag (`?tag=`, issue 15): the demo blog's pages carry tags and its saves
+/// purge by tag, so a test of its purges (or of the tag header) cannot pass
+/// without it. Purges a tag no page carries.
+pub fn require_purge_by_tag(port: u16) {
+    let r = post(port, "/_static_gen/purge?tag=static-gen-test-probe", b"");
+    assert!(
+        r.status == 200 && r.text().contains(r#""scope":"tag""#),
+        "this build of the module does not purge by tag (`?tag=`, issue 15), which \
+         the test needs: {r}"
+    );
+}
+
 /// `manage.py` in t/django with `env`; panics with its output on failure.
 pub fn manage(venv: &Path, env: &[(&str, String)], args: &[&str]) -> String {
     let out = Command::new(venv.join("bin/python"))
@@ -100,6 +113,8 @@ pub struct Site {
     // field order: nginx stops before gunicorn
     pub nginx: ConfRun,
     pub gunicorn: Service,
+    /// Environment for Django beyond [`Site::env_of`] (settings.py reads it).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Site {
@@ -109,6 +124,16 @@ impl Site {
 
     /// The site with `conf`: [`site_conf`] changed by the test.
     pub fn start_with(venv: &'static Path, conf: ExampleConf) -> Site {
+        Site::start_with_env(venv, conf, &[])
+    }
+
+    /// The site with `conf` and more environment for Django (gunicorn and
+    /// [`Site::shell`]), such as `BLOG_PURGE_BY=urls`.
+    pub fn start_with_env(
+        venv: &'static Path,
+        conf: ExampleConf,
+        extra_env: &[(&'static str, String)],
+    ) -> Site {
         fs::copy(template_db(venv), conf.path("blog.sqlite3")).unwrap();
         let nginx = conf.start();
         let mut cmd = Command::new(venv.join("bin/gunicorn"));
@@ -127,7 +152,8 @@ impl Site {
             // default, the same for every instance)
             .arg("--no-control-socket")
             .arg("blogsite.wsgi")
-            .envs(Site::env_of(&nginx));
+            .envs(Site::env_of(&nginx))
+            .envs(extra_env.iter().cloned());
         let mut gunicorn = Service::spawn("gunicorn", cmd, nginx.path("gunicorn.log"));
         let socket = nginx.path("gunicorn.sock");
         gunicorn.wait_ready(Duration::from_secs(20), || {
@@ -137,6 +163,7 @@ impl Site {
             venv,
             nginx,
             gunicorn,
+            extra_env: extra_env.to_vec(),
         }
     }
 
@@ -156,13 +183,16 @@ impl Site {
         self.nginx.port()
     }
 
+    /// [`require_purge_by_tag`] for this site's nginx.
+    pub fn require_purge_by_tag(&self) {
+        require_purge_by_tag(self.port());
+    }
+
     /// `manage.py shell -c code` against this site's database and nginx.
     pub fn shell(&self, code: &str) -> String {
-        manage(
-            self.venv,
-            &Site::env_of(&self.nginx),
-            &["shell", "--verbosity", "0", "-c", code],
-        )
+        let mut env = Site::env_of(&self.nginx);
+        env.extend(self.extra_env.iter().cloned());
+        manage(self.venv, &env, &["shell", "--verbosity", "0", "-c", code])
     }
 
     /// The generated file of `uri`.

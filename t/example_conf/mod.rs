@@ -51,6 +51,7 @@ pub fn conf_dir() -> PathBuf {
 pub const EXAMPLES: &[&str] = &[
     "django-gunicorn.conf",
     "minimal.conf",
+    "several-servers.conf",
     "wordpress-php-fpm.conf",
 ];
 
@@ -84,8 +85,31 @@ pub fn example(name: &str, upstream: &str) -> ExampleConf {
             .replace("/var/www/wordpress", "{tmp}/wordpress")
             .replace("/var/cache/nginx/wordpress", "{tmp}/generated")
             .replace("/var/log/nginx/", "{tmp}/"),
+        "several-servers.conf" => several_servers(upstream, free_port(), free_port()),
         other => panic!("nginx-conf/{other}: add its replacements to t/example_conf/mod.rs"),
     }
+}
+
+/// `nginx-conf/several-servers.conf` for one front-end server of a test:
+/// its upstream at `upstream`, its peer listener on `127.0.0.1:own_peer`,
+/// relaying to the other server's peer listener on `127.0.0.1:other_peer`.
+pub fn several_servers(upstream: &str, own_peer: u16, other_peer: u16) -> ExampleConf {
+    ExampleConf::load("several-servers.conf")
+        .replace(
+            "server_name blog.example.org",
+            "server_name localhost blog.example.org",
+        )
+        .replace("server 10.0.0.10:8000", format!("server {upstream}"))
+        .replace(
+            "listen 10.0.0.1:8081;",
+            format!("listen 127.0.0.1:{own_peer};"),
+        )
+        .replace(
+            "server 10.0.0.2:8081;",
+            format!("server 127.0.0.1:{other_peer};"),
+        )
+        .replace("/var/cache/nginx/blog", "{tmp}/generated")
+        .replace("/var/log/nginx/", "{tmp}/")
 }
 
 /// One file of `nginx-conf/` (or another example text), with its own
@@ -502,6 +526,38 @@ impl ConfRun {
             Some(mut child) => stop_nginx(&mut child),
             None => String::new(),
         }
+    }
+
+    /// Whether nginx runs (started, not stopped).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts nginx again after [`ConfRun::stop`], on the same port with the
+    /// same configuration and directory (generated tree, logs): a server
+    /// that was down and comes back. Panics if it does not start.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "nginx is running already");
+        let _ = fs::remove_file(self.path("nginx.pid"));
+        let mut child = self
+            .example
+            .command("daemon off;")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()));
+        if let Err(e) = wait_nginx(&mut child, &self.path("nginx.pid"), self.port) {
+            let stderr = stop_nginx(&mut child);
+            panic!(
+                "nginx ({}) did not start again: {e}\n--- stderr ---\n{stderr}\n\
+                 --- error.log ---\n{}",
+                self.example.origin,
+                self.error_log()
+            );
+        }
+        self.child = Some(child);
     }
 }
 

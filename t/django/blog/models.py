@@ -25,8 +25,9 @@ class Category(models.Model):
         return reverse("category", args=[self.slug])
 
     def static_gen_scopes(self):
-        """Every article page shows its category's name: a renamed category
-        empties the whole tree (rare, and instant: the module's purge epoch)."""
+        """(BLOG_PURGE_BY=urls, see apps.py) Every article page shows its
+        category's name: a renamed category empties the whole tree (rare,
+        and instant: the module's purge epoch)."""
         return [{}]
 
 
@@ -47,9 +48,10 @@ class Article(models.Model):
         return reverse("article", args=[self.slug])
 
     def static_gen_scopes(self):
-        """The generated pages that show this article (title, date, comment
-        count): its own page, the archive, its category's listing and the
-        home page. Other articles' pages do not show it, so they stay."""
+        """(BLOG_PURGE_BY=urls, see apps.py) The generated pages that show
+        this article (title, date, comment count): its own page, the
+        archive, its category's listing and the home page. Other articles'
+        pages do not show it, so they stay."""
         return [
             {"uri": self.get_absolute_url()},
             {"uri": reverse("archive")},

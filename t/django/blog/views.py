@@ -7,6 +7,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe, require_http_methods
 
+from django_purge import static_gen_tags
+
 from .forms import CommentForm, ContactForm
 from .models import Article, Category
 
@@ -40,26 +42,26 @@ def context(**values):
 
 @require_safe
 def home(request):
-    return render(
-        request,
-        "blog/home.html",
-        context(
-            articles=articles()[:10],
-            categories=Category.objects.annotate(article_count=Count("articles")).order_by(
-                *Category._meta.ordering
-            ),
-        ),
+    recent = articles()[:10]
+    categories = Category.objects.annotate(article_count=Count("articles")).order_by(
+        *Category._meta.ordering
     )
+    # two listings: `blog.article` and `blog.category`, and the tag of each
+    # article and category shown (the templates tag what each item shows)
+    static_gen_tags(request, recent, categories)
+    return render(request, "blog/home.html", context(articles=recent, categories=categories))
 
 
 @require_safe
 def archive(request, page=1):
     if "page" in request.resolver_match.kwargs and page == 1:
         return redirect("archive", permanent=True)
+    page = page_of(articles(), page)
+    static_gen_tags(request, page)  # `blog.article` and each article shown
     return render(
         request,
         "blog/article_list.html",
-        context(title="Archive", page=page_of(articles(), page), page_url="archive-page"),
+        context(title="Archive", page=page, page_url="archive-page"),
     )
 
 
@@ -68,15 +70,12 @@ def category(request, slug, page=1):
     cat = get_object_or_404(Category, slug=slug)
     if "page" in request.resolver_match.kwargs and page == 1:
         return redirect(cat, permanent=True)
+    page = page_of(articles().filter(category=cat), page)
+    static_gen_tags(request, cat, page)  # its name, `blog.article`, each article
     return render(
         request,
         "blog/article_list.html",
-        context(
-            title=cat.name,
-            category=cat,
-            page=page_of(articles().filter(category=cat), page),
-            page_url="category-page",
-        ),
+        context(title=cat.name, category=cat, page=page, page_url="category-page"),
     )
 
 

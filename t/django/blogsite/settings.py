@@ -8,7 +8,14 @@ comes from the environment:
 - BLOG_STATIC_ROOT: where `collectstatic` puts the admin's CSS/JS
   (default: t/django/static), served by nginx under /static/
 - STATIC_GEN_PURGE_URL: nginx's purge location, POSTed to when content
-  changes (default: http://127.0.0.1/_static_gen/purge)
+  changes (default: http://127.0.0.1/_static_gen/purge); or
+  STATIC_GEN_PURGE_URLS: several (separated by spaces or commas), one per
+  front-end server, each purge going to all of them
+- STATIC_GEN_PURGE_TIMEOUT, STATIC_GEN_PURGE_ATTEMPTS,
+  STATIC_GEN_PURGE_BACKOFF: see nginx-conf/django_purge.py
+- BLOG_PURGE_BY: `tags` (default: pages carry the tags of what they show,
+  and a save purges its object's tag) or `urls` (a save purges the URLs of
+  the pages that may show it, for sites that cannot tag)
 - BLOG_SECRET_KEY, BLOG_DEBUG, BLOG_ALLOWED_HOSTS (comma-separated)
 - BLOG_FAST_PASSWORD_HASHER=1: a cheap password hash (tests only)
 """
@@ -42,6 +49,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Sends the page's tags to nginx (X-Static-Gen-Tags). Early, so that it
+    # sees the response with the cookies the middlewares below set (a page
+    # that sets one is never shared, and gets no tags).
+    "django_purge.StaticGenTagsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -67,6 +78,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # {% load static_gen %}{% static_gen_tags article %} (django_purge.py)
+            "libraries": {"static_gen": "django_purge"},
         },
     },
 ]
@@ -103,10 +116,25 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
-# nginx's purge location (nginx-conf/django_purge.py reads it at each call).
+# nginx's purge location (nginx-conf/django_purge.py reads these at each
+# call), or one per front-end server.
 STATIC_GEN_PURGE_URL = os.environ.get(
     "STATIC_GEN_PURGE_URL", "http://127.0.0.1/_static_gen/purge"
 )
+if os.environ.get("STATIC_GEN_PURGE_URLS"):
+    STATIC_GEN_PURGE_URLS = os.environ["STATIC_GEN_PURGE_URLS"].replace(",", " ").split()
+for _name, _kind in [
+    ("STATIC_GEN_PURGE_TIMEOUT", float),
+    ("STATIC_GEN_PURGE_ATTEMPTS", int),
+    ("STATIC_GEN_PURGE_BACKOFF", float),
+]:
+    if os.environ.get(_name):
+        globals()[_name] = _kind(os.environ[_name])
+
+# How a save purges the pages that show what changed (blog/apps.py).
+BLOG_PURGE_BY = os.environ.get("BLOG_PURGE_BY", "tags")
+if BLOG_PURGE_BY not in ("tags", "urls"):
+    raise ImproperlyConfigured(f"BLOG_PURGE_BY={BLOG_PURGE_BY!r}: expected tags or urls")
 
 LOGGING = {
     "version": 1,
