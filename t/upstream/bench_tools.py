@@ -270,6 +270,26 @@ def cmd_tree(root, template, prefix, count):
             f.write(own + body)
 
 
+def cmd_tagged_tree(root, template, prefix, count):
+    """COUNT pages as `tree` writes them, each with a `tags:` line: page i
+    carries `p<i>`, the first 100 also `hundred`, the first 10,000 also
+    `tenk` (the pages a tag purge of each covers: 1, 100, 10,000)."""
+    with open(template, "rb") as f:
+        data = f.read()
+    header_end = data.index(b"\n\n") + 2
+    header, body = data[:header_end], data[header_end:]
+    header = re.sub(rb"(?m)^tags: .*\n", b"", header)
+    for i in range(int(count)):
+        uri = f"/{prefix}/{i // 1000}/{i}/"
+        tags = f"p{i}" + (" hundred" if i < 100 else "") + (" tenk" if i < 10000 else "")
+        directory = os.path.join(root, prefix, str(i // 1000), str(i))
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        own = re.sub(rb"(?m)^uri: .*$", b"uri: " + uri.encode(), header)
+        own = own[:-1] + b"tags: " + tags.encode() + b"\n\n"
+        with open(os.path.join(directory, "index.html"), "wb") as f:
+            f.write(own + body)
+
+
 def spread_uri(prefix, i):
     """The URI of page I of a spread tree: Django-style, a directory per
     page, a thousand pages per parent directory."""
@@ -912,6 +932,12 @@ def report(results):
         target = 100.0 if size == max(sizes) else None
         out(f"| whole-tree purge of {size:,} pages: reply after | {ms:.1f} ms "
             f"| {'< 100 ms' if target else ''} | {met(ms, target, below=True)} |")
+    tagged = int(info.get("tag_tree", 0))
+    for n in sorted(int(k.rsplit("_", 1)[1]) for k in values if k.startswith("tag_purge_ms_")):
+        ms = median(values[f"tag_purge_ms_{n}"])
+        target = 10.0 if n == 100 else None
+        out(f"| purge of a tag on {n:,} pages of {tagged:,}: reply after | {ms:.1f} ms "
+            f"| {'< 10 ms' if target else ''} | {met(ms, target, below=True) if target else ''} |")
     for size in sizes:
         deletion = median(values.get(f"deletion_s_{size}", []))
         out(f"| background deletion of those {size:,} pages took | {fmt(deletion, '.1f')} s | | |")
@@ -1010,6 +1036,7 @@ def main():
         "variants": cmd_variants,
         "encoded": cmd_encoded,
         "tree": cmd_tree,
+        "tagged-tree": cmd_tagged_tree,
         "count": cmd_count,
         "copies": cmd_copies,
         "pages": cmd_pages,
