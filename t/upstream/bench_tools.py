@@ -936,7 +936,7 @@ def report(results):
     for n in sorted(int(k.rsplit("_", 1)[1]) for k in values if k.startswith("tag_purge_ms_")):
         ms = median(values[f"tag_purge_ms_{n}"])
         target = 10.0 if n == 100 else None
-        out(f"| purge of a tag on {n:,} pages of {tagged:,}: reply after | {ms:.1f} ms "
+        out(f"| purge of a tag on {n:,} page{'s' if n != 1 else ''} of {tagged:,}: reply after | {ms:.1f} ms "
             f"| {'< 10 ms' if target else ''} | {met(ms, target, below=True) if target else ''} |")
     for size in sizes:
         deletion = median(values.get(f"deletion_s_{size}", []))
