@@ -6,13 +6,14 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use nginx_sys::{
-    ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_http_test_predicates, ngx_int_t, ngx_list_part_t, ngx_list_push,
-    ngx_list_t, ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_array_push, ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_handler_pt,
+    ngx_http_output_filter, ngx_http_phases, ngx_http_request_t, ngx_http_send_header,
+    ngx_http_test_predicates, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_str_t,
+    ngx_table_elt_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
-use ngx::http::Request;
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
 
 /// Configuration parsing helpers.
 pub(crate) trait ConfExt {
@@ -337,4 +338,23 @@ pub(crate) fn send_body(
         };
         ngx_http_output_filter(raw, &mut chain)
     }
+}
+
+/// Adds `handler` to the HTTP `phase` (postconfiguration).
+pub(crate) fn add_phase_handler(
+    cf: &mut ngx_conf_t,
+    phase: ngx_http_phases,
+    handler: ngx_http_handler_pt,
+) -> Result<(), ()> {
+    let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
+    let handlers = &mut cmcf.phases[phase as usize].handlers;
+    // SAFETY: the phase array holds ngx_http_handler_pt elements.
+    let slot = unsafe {
+        ngx_array_push(handlers)
+            .cast::<ngx_http_handler_pt>()
+            .as_mut()
+    }
+    .ok_or(())?;
+    *slot = handler;
+    Ok(())
 }

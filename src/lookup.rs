@@ -8,13 +8,12 @@ use std::path::Path;
 use std::rc::Rc;
 
 use nginx_sys::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt,
-    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t,
-    ngx_msec_t, ngx_str_t, ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
+    ngx_conf_t, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as PRECONTENT_PHASE, ngx_http_request_t,
+    ngx_int_t, ngx_msec_t, ngx_str_t, ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
     NGX_LOG_INFO,
 };
 use ngx::core::Status;
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModuleLocationConf, Request};
 use static_gen_logic::freshness::{freshness, Freshness};
 use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
@@ -25,7 +24,7 @@ use static_gen_logic::tree::{now, path_key, Holding, Lock, PageKeys, Tree, TreeE
 
 use crate::conf::StaticGenConf;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
-use crate::ext::RequestExt;
+use crate::ext::{add_phase_handler, RequestExt};
 use crate::hit;
 use crate::lock::{self, PageLock};
 use crate::log::{log_errno, log_tree_error};
@@ -38,17 +37,7 @@ use crate::StaticGenModule;
 
 /// Adds the lookup handler to the precontent phase.
 pub(crate) fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
-    let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
-    let handlers = &mut cmcf.phases[PRECONTENT_PHASE as usize].handlers;
-    // SAFETY: the phase array holds ngx_http_handler_pt elements.
-    let slot = unsafe {
-        ngx_array_push(handlers)
-            .cast::<ngx_http_handler_pt>()
-            .as_mut()
-    }
-    .ok_or(())?;
-    *slot = Some(lookup_handler);
-    Ok(())
+    add_phase_handler(cf, PRECONTENT_PHASE, Some(lookup_handler))
 }
 
 extern "C" fn lookup_handler(r: *mut ngx_http_request_t) -> ngx_int_t {

@@ -8,18 +8,17 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use nginx_sys::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE as LOG_PHASE, ngx_http_request_t, ngx_int_t,
+    ngx_conf_t, ngx_http_phases_NGX_HTTP_LOG_PHASE as LOG_PHASE, ngx_http_request_t, ngx_int_t,
     ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
     NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
 };
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModule, Request};
 use static_gen_logic::encoding::Encoding;
 use static_gen_logic::stats::{Counters, PurgeScope, Reason, Status as Counted};
 
 use crate::ctx::{self, LookupStatus};
-use crate::ext::{send_body, RequestExt};
+use crate::ext::{add_phase_handler, send_body, RequestExt};
 use crate::StaticGenModule;
 
 /// The zone: the slab pool's header and the counters; nginx wants at least
@@ -45,17 +44,7 @@ pub(crate) fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
     // SAFETY: the configuration being parsed; the zone lives with the cycle.
     let zone = unsafe { ngx_shared_memory_add(cf, &mut name, ZONE_SIZE, tag).as_mut() }.ok_or(())?;
     zone.init = Some(init_zone);
-    let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
-    let handlers = &mut cmcf.phases[LOG_PHASE as usize].handlers;
-    // SAFETY: the phase array holds ngx_http_handler_pt elements.
-    let slot = unsafe {
-        ngx_array_push(handlers)
-            .cast::<ngx_http_handler_pt>()
-            .as_mut()
-    }
-    .ok_or(())?;
-    *slot = Some(count_request);
-    Ok(())
+    add_phase_handler(cf, LOG_PHASE, Some(count_request))
 }
 
 /// Sets the counters up in a new zone, or keeps the previous cycle's
