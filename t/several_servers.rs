@@ -600,7 +600,19 @@ fn a_server_back_within_the_retries_gets_the_purge() {
         "{}",
         fs::read_to_string(&log).unwrap_or_default()
     );
-    // the save returned (a purged) while b's purge is retried
+    // a is purged (its purge runs beside b's first, failed, attempt) while
+    // b's purge is retried
+    let a_purged = format!(
+        "purge {{'uri': '{article}'}} at {}: {{'status': 'ok'",
+        a.peer_purge_url()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&a_purged)),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(a.get(&article).sg_status(), "MISS");
     b.run.start_again();
     // the shell exits once the retries are over
