@@ -229,7 +229,16 @@ impl Front {
 /// Two front-end servers relaying purges to each other's peer listener,
 /// both in front of `upstream`; `edit` changes their configuration.
 fn two_fronts(upstream: &str, edit: impl Fn(ExampleConf) -> ExampleConf) -> (Front, Front) {
-    let (peer_a, peer_b) = (free_port(), free_port());
+    fronts(upstream, (free_port(), free_port()), edit)
+}
+
+/// `two_fronts` on the peer listener ports `peers` (those the application
+/// was given, see `peer_purge_urls`).
+fn fronts(
+    upstream: &str,
+    (peer_a, peer_b): (u16, u16),
+    edit: impl Fn(ExampleConf) -> ExampleConf,
+) -> (Front, Front) {
     let a = edit(several_servers(upstream, peer_a, peer_b)).start();
     let b = edit(several_servers(upstream, peer_b, peer_a)).start();
     (
@@ -242,6 +251,14 @@ fn two_fronts(upstream: &str, edit: impl Fn(ExampleConf) -> ExampleConf) -> (Fro
             peer: peer_b,
         },
     )
+}
+
+/// Two free ports for the servers' peer listeners, and the purge URLs on
+/// them that the application is given.
+fn peer_purge_urls() -> ((u16, u16), [String; 2]) {
+    let (peer_a, peer_b) = (free_port(), free_port());
+    let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
+    ((peer_a, peer_b), urls)
 }
 
 /// The third nginx: a round-robin load balancer in front of both servers,
@@ -320,17 +337,9 @@ fn django_purges_every_server_it_is_given_by_url() {
 }
 
 fn django_purges_every_server(venv: &'static Path, purge_by: PurgeBy) {
-    let (peer_a, peer_b) = (free_port(), free_port());
-    let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
+    let (peers, urls) = peer_purge_urls();
     let app = App::start(venv, purge_by, &urls, &[]);
-    let a = Front {
-        run: several_servers(&app.addr(), peer_a, peer_b).start(),
-        peer: peer_a,
-    };
-    let b = Front {
-        run: several_servers(&app.addr(), peer_b, peer_a).start(),
-        peer: peer_b,
-    };
+    let (a, b) = fronts(&app.addr(), peers, |c| c);
     if purge_by == PurgeBy::Tags {
         require_purge_by_tag(a.peer);
         require_purge_by_tag(b.peer);
@@ -476,22 +485,14 @@ fn purge_while_b_is_down(
     venv: &'static Path,
     edit: impl Fn(ExampleConf) -> ExampleConf,
 ) -> (App, Front, Front, NginxHandle, String, String) {
-    let (peer_a, peer_b) = (free_port(), free_port());
-    let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
+    let (peers, urls) = peer_purge_urls();
     let app = App::start(
         venv,
         PurgeBy::Urls,
         &urls,
         &[("STATIC_GEN_PURGE_ATTEMPTS", "1")],
     );
-    let a = Front {
-        run: edit(several_servers(&app.addr(), peer_a, peer_b)).start(),
-        peer: peer_a,
-    };
-    let mut b = Front {
-        run: edit(several_servers(&app.addr(), peer_b, peer_a)).start(),
-        peer: peer_b,
-    };
+    let (a, mut b) = fronts(&app.addr(), peers, edit);
     let lb = load_balancer(&a, &b);
     let article = some_article(&a);
     for front in [&a, &b] {
@@ -560,8 +561,7 @@ fn without_purge_on_start_a_server_back_serves_the_page_it_missed_the_purge_of()
 #[test]
 fn a_server_back_within_the_retries_gets_the_purge() {
     let venv = venv_or_skip!();
-    let (peer_a, peer_b) = (free_port(), free_port());
-    let urls = [peer_a, peer_b].map(|p| format!("http://127.0.0.1:{p}/_static_gen/purge"));
+    let (peers, urls) = peer_purge_urls();
     let app = App::start(
         venv,
         PurgeBy::Urls,
@@ -577,14 +577,7 @@ fn a_server_back_within_the_retries_gets_the_purge() {
             "static_gen_purge_on_start off;",
         )
     };
-    let a = Front {
-        run: off(several_servers(&app.addr(), peer_a, peer_b)).start(),
-        peer: peer_a,
-    };
-    let mut b = Front {
-        run: off(several_servers(&app.addr(), peer_b, peer_a)).start(),
-        peer: peer_b,
-    };
+    let (a, mut b) = fronts(&app.addr(), peers, off);
     let article = some_article(&a);
     for front in [&a, &b] {
         front.warm(&article);
