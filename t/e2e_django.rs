@@ -20,21 +20,6 @@ use std::os::unix::net::UnixStream;
 use common::*;
 use example_conf::django::*;
 
-macro_rules! venv_or_skip {
-    () => {
-        match venv() {
-            Some(v) => v,
-            None => {
-                eprintln!(
-                    "skipped: the Django virtualenv could not be created (ci/django-env: \
-                     no access to PyPI?)"
-                );
-                return;
-            }
-        }
-    };
-}
-
 /// The fields a browser would submit for the form whose tag contains
 /// `form_marker`: inputs (checked boxes only, no buttons), textareas and
 /// selects (the selected option).

@@ -39,21 +39,6 @@ use common::*;
 use example_conf::django::*;
 use example_conf::*;
 
-macro_rules! venv_or_skip {
-    () => {
-        match venv() {
-            Some(v) => v,
-            None => {
-                eprintln!(
-                    "skipped: the Django virtualenv could not be created (ci/django-env: \
-                     no access to PyPI?)"
-                );
-                return;
-            }
-        }
-    };
-}
-
 // ---------------------------------------------------------------------------
 // The set-up: Django, two front-end servers, a load balancer
 // ---------------------------------------------------------------------------

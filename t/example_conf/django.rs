@@ -31,6 +31,25 @@ pub fn django_dir() -> PathBuf {
     repo().join("t/django")
 }
 
+/// The venv (`venv()`), or the test returns at once, saying it is skipped.
+#[allow(unused_macros)]
+macro_rules! venv_or_skip {
+    () => {
+        match $crate::example_conf::django::venv() {
+            Some(v) => v,
+            None => {
+                eprintln!(
+                    "skipped: the Django virtualenv could not be created (ci/django-env: \
+                     no access to PyPI?)"
+                );
+                return;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use venv_or_skip;
+
 /// The venv's directory, created (once per process) by `ci/django-env`;
 /// None when that failed (no PyPI): the tests then print "skipped: ..."
 /// and pass.

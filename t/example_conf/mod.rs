@@ -323,6 +323,18 @@ impl ExampleConf {
 
     /// nginx with the file, its own pid file and error log, and `extra`
     /// main-context directives (`-g` takes them all at once).
+    /// Starts nginx in the foreground, in its own process group (stopped
+    /// with it), with stderr kept for the failure message.
+    fn spawn_nginx(&self) -> Child {
+        self.command("daemon off;")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()))
+    }
+
     fn command(&self, extra: &str) -> Command {
         let tmp = self.tmp_str();
         let mut globals = format!("pid {tmp}/nginx.pid; error_log {tmp}/error.log info; {extra}");
@@ -378,14 +390,7 @@ impl ExampleConf {
             let _ = fs::remove_file(self.path("error.log"));
             let _ = fs::remove_file(self.path("nginx.pid"));
             let conf = self.prepare(port, https_port);
-            let mut child = self
-                .command("daemon off;")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()));
+            let mut child = self.spawn_nginx();
             match wait_nginx(&mut child, &self.path("nginx.pid"), port) {
                 Ok(()) => {
                     return ConfRun {
@@ -539,15 +544,7 @@ impl ConfRun {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "nginx is running already");
         let _ = fs::remove_file(self.path("nginx.pid"));
-        let mut child = self
-            .example
-            .command("daemon off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx_binary().display()));
+        let mut child = self.example.spawn_nginx();
         if let Err(e) = wait_nginx(&mut child, &self.path("nginx.pid"), self.port) {
             let stderr = stop_nginx(&mut child);
             panic!(
