@@ -105,7 +105,7 @@ pub(crate) struct StaticGenMainConf {
 }
 
 impl StaticGenMainConf {
-    /// `static_gen_open_cache` (`max=1024 inactive=60s valid=60s` unless
+    /// `static_gen_open_cache` (`max=10000 inactive=60s valid=60s memory=4m` unless
     /// set).
     pub(crate) fn open_cache(&self) -> OpenCacheConfig {
         self.open_cache.unwrap_or_default()

@@ -6,6 +6,7 @@
 //! `brotli_static` serve precompressed files.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -131,16 +132,12 @@ pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<Representat
     if sent.encoding != Encoding::Identity {
         // one ETag per representation: equal lengths must not make two
         // variants' tags equal (If-None-Match would answer 304 for another)
-        let tag = format!(
-            "\"{:x}-{:x}-{}\"",
-            page.mtime(),
-            sent.len,
-            sent.encoding.token()
-        );
+        let mut tag = [0u8; 64];
+        let tag = variant_etag(&mut tag, page.mtime(), sent).ok_or(())?;
         let etag = r.raw_mut().headers_out.etag;
         // SAFETY: ngx_http_set_etag set it, from the request's pool.
         let etag = unsafe { etag.as_mut() }.ok_or(())?;
-        etag.value = unsafe { ngx_str_t::from_bytes(pool, tag.as_bytes()) }.ok_or(())?;
+        etag.value = unsafe { ngx_str_t::from_bytes(pool, tag) }.ok_or(())?;
         // nginx's gzip filter leaves a response with a Content-Encoding be
         let encoding = r
             .push_header_out("Content-Encoding", sent.encoding.token())
@@ -152,6 +149,22 @@ pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<Representat
         vary_on_accept_encoding(r)?;
     }
     Ok(sent)
+}
+
+/// A variant's ETag, `"<mtime hex>-<length hex>-<coding>"`, written into
+/// `buf` (no heap allocation on a HIT).
+fn variant_etag(buf: &mut [u8; 64], mtime: i64, sent: Representation) -> Option<&[u8]> {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(
+        cursor,
+        "\"{:x}-{:x}-{}\"",
+        mtime,
+        sent.len,
+        sent.encoding.token()
+    )
+    .ok()?;
+    let len = cursor.position() as usize;
+    Some(&buf[..len])
 }
 
 /// `Vary: Accept-Encoding`, once: nginx's own (`r->gzip_vary`, which gzip
@@ -167,7 +180,8 @@ fn vary_on_accept_encoding(r: &mut Request) -> Result<(), ()> {
         .ok_or(())
 }
 
-/// One buffer pointing at the representation in the page file.
+/// One buffer pointing at the representation: in memory when the page is
+/// held there, else in the page file.
 pub(crate) fn page_chain(
     r: &Request,
     page: &HitPage,
@@ -178,7 +192,18 @@ pub(crate) fn page_chain(
     let chain = pool.calloc_type::<ngx_chain_t>();
     // SAFETY: zeroed pool allocations, filled in before use.
     let (buf, chain) = unsafe { (buf.as_mut()?, chain.as_mut()?) };
-    if sent.len > 0 {
+    if let Some(bytes) = page
+        .in_memory(sent.offset, sent.len)
+        .filter(|_| sent.len > 0)
+    {
+        // the page (in the request's context) outlives the request's output
+        let range = bytes.as_ptr_range();
+        buf.pos = range.start.cast_mut();
+        buf.last = range.end.cast_mut();
+        buf.start = buf.pos;
+        buf.end = buf.last;
+        buf.set_memory(1);
+    } else if sent.len > 0 {
         let file = pool.calloc_type::<ngx_file_t>();
         let file = unsafe { file.as_mut()? };
         file.fd = page.file.as_raw_fd();

@@ -10,11 +10,18 @@
 //! hand, not through the module, is seen once the entry is `valid` old, when
 //! it is opened again by its path.
 //!
+//! A page used twice while kept, whose file is at most a sixteenth of the
+//! `memory` budget, is also read into memory once (the memory tier): its
+//! HITs are then sent from there, with no `sendfile`. The bytes belong to
+//! the entry and are checked with it; a page file is never written in
+//! place (a new version is a new file), so they are the file's.
+//!
 //! Entries that can no longer be served (replaced, purged past any stale
 //! serving, of a retired tree, unused for `inactive`) are closed by
 //! [`OpenPages::sweep`], which the worker runs every second, so that pages
 //! deleted by a purge do not keep their disk space.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -35,14 +42,17 @@ pub struct OpenCacheConfig {
     pub inactive_ms: u64,
     /// Entries are opened again by their path once this old.
     pub valid_ms: u64,
+    /// Bytes of hot pages held in memory at most; 0 for none.
+    pub memory: usize,
 }
 
 impl Default for OpenCacheConfig {
     fn default() -> Self {
         OpenCacheConfig {
-            max: 1024,
+            max: 10_000,
             inactive_ms: 60_000,
             valid_ms: 60_000,
+            memory: 4 << 20,
         }
     }
 }
@@ -116,10 +126,26 @@ pub fn parse_open_cache<S: AsRef<str>>(
             }
             "inactive" => config.inactive_ms = parse_time_ms(value).ok_or_else(bad)?,
             "valid" => config.valid_ms = parse_time_ms(value).ok_or_else(bad)?,
+            "memory" => config.memory = parse_size(value).ok_or_else(bad)?,
             _ => return Err(OpenCacheConfigError::Unknown(word.to_string())),
         }
     }
     Ok(config)
+}
+
+/// nginx's size syntax in bytes: a number, optionally followed by `k`,
+/// `m` or `g` (either case).
+pub fn parse_size(value: &str) -> Option<usize> {
+    let (digits, unit) = match value.as_bytes().last()? {
+        b'k' | b'K' => (&value[..value.len() - 1], 1 << 10),
+        b'm' | b'M' => (&value[..value.len() - 1], 1 << 20),
+        b'g' | b'G' => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<usize>().ok()?.checked_mul(unit)
 }
 
 /// nginx's time syntax in milliseconds: numbers each followed by a unit
@@ -170,6 +196,10 @@ pub struct OpenPage {
     pub content_type: Rc<[u8]>,
     /// Its tags' purge-mark keys.
     pub tag_keys: Rc<[u64]>,
+    /// The file's size.
+    pub size: u64,
+    /// The whole file, once read into memory (the memory tier).
+    pub memory: OnceCell<Box<[u8]>>,
 }
 
 /// Why a page could not be opened.
@@ -222,8 +252,32 @@ impl OpenPage {
             variants: header.variants,
             modified: FileTime::of(&meta),
             path: tree.display_path(rel),
+            size: meta.len(),
+            memory: OnceCell::new(),
             file,
         })
+    }
+
+    /// The bytes `offset..offset + len` of the file, if it is in memory.
+    pub fn in_memory(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let bytes = self.memory.get()?;
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        bytes.get(start..end)
+    }
+
+    /// Reads the whole file into memory. Returns whether it did (a file
+    /// shorter than when it was opened is not a page's: left on disk).
+    fn read_into_memory(&self) -> io::Result<bool> {
+        let mut bytes = vec![0; self.size as usize].into_boxed_slice();
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.file.read_at(&mut bytes[done..], done as u64)? {
+                0 => return Ok(false),
+                n => done += n,
+            }
+        }
+        Ok(self.memory.set(bytes).is_ok())
     }
 
     /// `Last-Modified`, in seconds.
@@ -265,6 +319,8 @@ struct Entry {
     used_ms: u64,
     /// For evictions, least recently used first.
     used_tick: u64,
+    /// HITs served from it.
+    uses: u32,
 }
 
 /// The pages kept open of one tree, by key ([`crate::tree::path_key`]).
@@ -279,6 +335,8 @@ pub struct OpenPages {
     trees: HashMap<u64, TreePages, BuildKey>,
     len: usize,
     tick: u64,
+    /// Bytes of the kept pages held in memory.
+    memory_used: usize,
     /// Headers of pages opened, also those not kept.
     headers: HeaderCache,
 }
@@ -295,6 +353,7 @@ impl OpenPages {
             trees: HashMap::default(),
             len: 0,
             tick: 0,
+            memory_used: 0,
             headers: HeaderCache::default(),
         }
     }
@@ -306,6 +365,11 @@ impl OpenPages {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bytes of kept pages held in memory now.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
     }
 
     /// The page `rel` (whose key is `key`, from [`crate::tree::path_key`])
@@ -347,14 +411,34 @@ impl OpenPages {
         let current = entry.generation == state.install_generation(key)
             && now_ms.saturating_sub(entry.opened_ms) < self.config.valid_ms;
         if !current {
-            pages.remove(&key);
+            let gone = pages.remove(&key);
             self.len -= 1;
+            self.memory_used -= gone.map_or(0, |e| held(&e));
             return None;
         }
         self.tick += 1;
         entry.used_tick = self.tick;
         entry.used_ms = now_ms;
-        Some(entry.page.clone())
+        entry.uses = entry.uses.saturating_add(1);
+        let page = entry.page.clone();
+        if entry.uses == 2 {
+            self.hold_in_memory(&page);
+        }
+        Some(page)
+    }
+
+    /// Reads a page used again into memory, if the budget has room for it
+    /// (a page takes at most a sixteenth of it). A failed read leaves the
+    /// page served from its file.
+    fn hold_in_memory(&mut self, page: &OpenPage) {
+        let size = page.size as usize;
+        let budget = self.config.memory;
+        if size == 0 || size > budget / 16 || self.memory_used + size > budget {
+            return;
+        }
+        if let Ok(true) = page.read_into_memory() {
+            self.memory_used += size;
+        }
     }
 
     fn keep(
@@ -381,6 +465,7 @@ impl OpenPages {
             opened_ms: now_ms,
             used_ms: now_ms,
             used_tick: self.tick,
+            uses: 1,
         };
         let tree_pages = self
             .trees
@@ -389,8 +474,9 @@ impl OpenPages {
                 tree: tree.clone(),
                 pages: HashMap::default(),
             });
-        if tree_pages.pages.insert(key, entry).is_none() {
-            self.len += 1;
+        match tree_pages.pages.insert(key, entry) {
+            None => self.len += 1,
+            Some(replaced) => self.memory_used -= held(&replaced),
         }
     }
 
@@ -399,6 +485,7 @@ impl OpenPages {
         if n >= self.len {
             self.trees.clear();
             self.len = 0;
+            self.memory_used = 0;
             return;
         }
         let mut ticks: Vec<u64> = self
@@ -435,15 +522,22 @@ impl OpenPages {
 
     /// Keeps the entries `keep` says yes to, with their tree.
     fn retain(&mut self, mut keep: impl FnMut(&Tree, &Entry) -> bool) {
-        let mut len = 0;
+        let (mut len, mut memory) = (0, 0);
         self.trees.retain(|_, t| {
             let tree = &t.tree;
             t.pages.retain(|_, entry| keep(tree, entry));
             len += t.pages.len();
+            memory += t.pages.values().map(held).sum::<usize>();
             !t.pages.is_empty()
         });
         self.len = len;
+        self.memory_used = memory;
     }
+}
+
+/// The bytes an entry holds in memory.
+fn held(entry: &Entry) -> usize {
+    entry.page.memory.get().map_or(0, |bytes| bytes.len())
 }
 
 fn out_of_descriptors(e: &io::Error) -> bool {
@@ -475,8 +569,17 @@ mod tests {
             Ok(OpenCacheConfig {
                 max: 5000,
                 inactive_ms: 20_000,
-                valid_ms: 90_000
+                valid_ms: 90_000,
+                memory: 4 << 20,
             })
+        );
+        assert_eq!(
+            parse_open_cache(&["max=10", "memory=512k"]).map(|c| c.memory),
+            Ok(512 << 10)
+        );
+        assert_eq!(
+            parse_open_cache(&["max=10", "memory=0"]).map(|c| c.memory),
+            Ok(0)
         );
         for bad in [
             &["max=0"][..],
@@ -486,10 +589,25 @@ mod tests {
             &["inactive=1s"],
             &["max=1", "max=2"],
             &["max=1", "size=2"],
+            &["max=1", "memory=1x"],
+            &["max=1", "memory="],
+            &["max=1", "memory=k"],
+            &["max=1", "memory=-1m"],
             &["off", "max=1"],
             &["on"],
         ] {
             assert!(parse_open_cache(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_nginx_sizes() {
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("4M"), Some(4 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        for bad in ["", "m", "1.5m", "1mb", "-1", "99999999999999999999g"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
         }
     }
 
@@ -638,6 +756,74 @@ mod tests {
         let b = cache.open(&tree, b"b.html", 7, 0).unwrap();
         assert_eq!((body(&a), body(&b)), ("a".into(), "b".into()));
         assert_eq!(body(&cache.open(&tree, b"a.html", 7, 0).unwrap()), "a");
+    }
+
+    #[test]
+    fn pages_used_again_are_held_in_memory_within_the_budget() {
+        let (_scratch, tree) = new_tree("open-pages-memory");
+        let body_of = |i: usize| format!("{i:04}").repeat(25); // 100 bytes
+        for i in 0..8 {
+            page(&tree, &format!("{i}.html"), &body_of(i));
+        }
+        let size = open(
+            &mut OpenPages::new(OpenCacheConfig::off(), 0),
+            &tree,
+            b"0.html",
+            0,
+        )
+        .size;
+        // a page may take a sixteenth of the budget: room for all eight
+        let config = OpenCacheConfig {
+            memory: size as usize * 16,
+            ..OpenCacheConfig::default()
+        };
+        let mut cache = OpenPages::new(config, usize::MAX);
+        let first = open(&mut cache, &tree, b"0.html", 0);
+        assert!(first.memory.get().is_none(), "held on its first use");
+        let again = open(&mut cache, &tree, b"0.html", 1);
+        let bytes = again
+            .in_memory(again.body_offset, again.identity_len)
+            .unwrap();
+        assert_eq!(bytes, body_of(0).as_bytes());
+        assert_eq!(cache.memory_used(), size as usize);
+        for i in 1..8 {
+            let rel = format!("{i}.html");
+            open(&mut cache, &tree, rel.as_bytes(), 2);
+            open(&mut cache, &tree, rel.as_bytes(), 3);
+        }
+        assert!(cache.memory_used() <= config.memory);
+        // a replaced page's bytes go with its entry
+        page(&tree, "0.html", &body_of(9));
+        let replaced = open(&mut cache, &tree, b"0.html", 4);
+        assert_eq!(body(&replaced), body_of(9));
+        assert!(replaced.memory.get().is_none());
+        let held_now = cache.memory_used();
+        assert!(held_now < config.memory, "the old version's bytes freed");
+        let replaced = open(&mut cache, &tree, b"0.html", 5);
+        assert_eq!(
+            replaced.in_memory(replaced.body_offset, replaced.identity_len),
+            Some(body_of(9).as_bytes())
+        );
+        assert_eq!(cache.memory_used(), held_now + size as usize);
+        cache.shrink(cache.len());
+        assert_eq!(cache.memory_used(), 0);
+    }
+
+    #[test]
+    fn memory_off_or_pages_too_large_stay_on_disk() {
+        let (_scratch, tree) = new_tree("open-pages-memory-off");
+        page(&tree, "a.html", &"x".repeat(1000));
+        for memory in [0, 1000] {
+            let config = OpenCacheConfig {
+                memory,
+                ..OpenCacheConfig::default()
+            };
+            let mut cache = OpenPages::new(config, usize::MAX);
+            open(&mut cache, &tree, b"a.html", 0);
+            let page = open(&mut cache, &tree, b"a.html", 1);
+            assert!(page.memory.get().is_none(), "memory={memory}");
+            assert_eq!(cache.memory_used(), 0);
+        }
     }
 
     #[test]

@@ -712,13 +712,19 @@ ROWS = [
     ("6", "mix", "mix", "mixed HIT/MISS/purge load (memory run)"),
     ("8", "browser-identity", "module", "nginx 1.22: module HIT, no `Accept-Encoding`"),
     ("8", "browser-identity", "static", "nginx 1.22: static file, `try_files`, `gzip_static`/`brotli_static` on"),
+    ("8", "browser-identity", "static-ofc", "nginx 1.22: static file, `try_files`, `gzip_static`/`brotli_static` on, `open_file_cache`"),
     ("8", "browser-identity", "pcache", "nginx 1.22: `proxy_cache` HIT"),
+    ("8", "browser-identity", "pcache-ofc", "nginx 1.22: `proxy_cache` HIT, `open_file_cache`"),
     ("8", "browser-gzip", "module", "nginx 1.22: module HIT, `Accept-Encoding: gzip`"),
     ("8", "browser-gzip", "static", "nginx 1.22: `gzip_static`, `.gz` copy"),
+    ("8", "browser-gzip", "static-ofc", "nginx 1.22: `gzip_static`, `.gz` copy, `open_file_cache`"),
     ("8", "browser-gzip", "pcache", "nginx 1.22: `proxy_cache` HIT, gzip"),
+    ("8", "browser-gzip", "pcache-ofc", "nginx 1.22: `proxy_cache` HIT, gzip, `open_file_cache`"),
     ("8", "browser-br", "module", "nginx 1.22: module HIT, `Accept-Encoding: br`"),
     ("8", "browser-br", "static", "nginx 1.22: `brotli_static`, `.br` copy"),
+    ("8", "browser-br", "static-ofc", "nginx 1.22: `brotli_static`, `.br` copy, `open_file_cache`"),
     ("8", "browser-br", "pcache", "nginx 1.22: `proxy_cache` HIT, br"),
+    ("8", "browser-br", "pcache-ofc", "nginx 1.22: `proxy_cache` HIT, br, `open_file_cache`"),
     ("8", "browser-zstd", "module", "nginx 1.22: module HIT, `Accept-Encoding: zstd` (module only)"),
 ]
 
@@ -759,6 +765,18 @@ RATIOS = [
     ("nginx 1.22, gzip: module HIT / `proxy_cache` HIT", "browser-gzip", "module", "pcache", 1.0),
     ("nginx 1.22, br: module HIT / `brotli_static`", "browser-br", "module", "static", 1.0),
     ("nginx 1.22, br: module HIT / `proxy_cache` HIT", "browser-br", "module", "pcache", 1.0),
+    ("nginx 1.22, no `Accept-Encoding`: module HIT / static `try_files` + `open_file_cache`",
+     "browser-identity", "module", "static-ofc", 1.0),
+    ("nginx 1.22, no `Accept-Encoding`: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "browser-identity", "module", "pcache-ofc", 1.0),
+    ("nginx 1.22, gzip: module HIT / `gzip_static` + `open_file_cache`",
+     "browser-gzip", "module", "static-ofc", 1.0),
+    ("nginx 1.22, gzip: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "browser-gzip", "module", "pcache-ofc", 1.0),
+    ("nginx 1.22, br: module HIT / `brotli_static` + `open_file_cache`",
+     "browser-br", "module", "static-ofc", 1.0),
+    ("nginx 1.22, br: module HIT / `proxy_cache` HIT + `open_file_cache`",
+     "browser-br", "module", "pcache-ofc", 1.0),
 ]
 
 
