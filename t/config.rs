@@ -170,6 +170,8 @@ fn open_cache_directive() {
         "static_gen_open_cache off;",
         "static_gen_open_cache max=10;",
         "static_gen_open_cache max=5000 inactive=20s valid=1m;",
+        "static_gen_open_cache max=5000 memory=64m;",
+        "static_gen_open_cache max=5000 memory=0;",
     ] {
         let (ok, output) = with(good);
         assert!(ok, "{good}\n{output}");
@@ -182,6 +184,10 @@ fn open_cache_directive() {
             "invalid value \"inactive=soon\"",
         ),
         ("static_gen_open_cache max=9 size=1;", "\"size=1\""),
+        (
+            "static_gen_open_cache max=9 memory=lots;",
+            "invalid value \"memory=lots\"",
+        ),
         (
             "static_gen_open_cache max=1; static_gen_open_cache max=2;",
             "duplicate",

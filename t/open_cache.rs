@@ -293,3 +293,87 @@ fn off_keeps_no_page_open() {
     let worker = nginx.worker_pids()[0];
     assert_eq!(descriptors_into(worker, &nginx.path("gen")).0, 0);
 }
+
+/// Rewrites `file`'s bytes `from` as `to` (same length) in place, as no
+/// install does: what is then sent shows whether a HIT reads the file or
+/// bytes read earlier.
+fn rewrite_in_place(file: &Path, from: &str, to: &str) {
+    use std::os::unix::fs::FileExt;
+    assert_eq!(from.len(), to.len());
+    let bytes = fs::read(file).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from} not in {}", file.display()));
+    let f = fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(to.as_bytes(), at as u64).unwrap();
+}
+
+/// The memory tier (`memory=`, on by default): a page served twice is
+/// sent from memory from then on (a rewrite of its file in place, which
+/// no install does, no longer shows), ranges and HEAD included; a purge or
+/// a new version ends it at once; with `memory=0` every HIT reads the file.
+#[test]
+fn hot_pages_are_sent_from_memory_until_purged_or_replaced() {
+    let (up, _) = versioned_upstream(Duration::ZERO);
+    let nginx = nginx(&up, "", "static_gen_valid 2s;").start();
+    let port = nginx.port();
+    let file = nginx.path("gen/m/index.html");
+    assert_eq!(get(port, "/m/").sg_status(), "MISS");
+    let first = get(port, "/m/");
+    assert_eq!(first.sg_status(), "HIT");
+    let v = version(&first);
+    assert_eq!(version(&get(port, "/m/")), v); // the second use: read into memory
+    rewrite_in_place(&file, &format!("version={v:08}"), "version=99999999");
+    for _ in 0..3 {
+        let r = get(port, "/m/");
+        assert_eq!((r.sg_status(), version(&r)), ("HIT", v), "{r}");
+    }
+    let range = request(
+        port,
+        &build_request("GET", "/m/", &[("Range", "bytes=-8")], b""),
+    );
+    assert_eq!(range.status, 206, "{range}");
+    assert_eq!(range.body, format!("{v:08}").as_bytes());
+    let head = request(port, &build_request("HEAD", "/m/", &[], b""));
+    assert_eq!(
+        head.header("Content-Length"),
+        first.header("Content-Length")
+    );
+
+    // a purge: never the held bytes again
+    let r = post(port, "/_static_gen/purge?uri=/m/", b"");
+    assert_eq!(r.status, 200, "{r}");
+    let after = get(port, "/m/");
+    assert_eq!(after.sg_status(), "MISS", "{after}");
+    let w = version(&after);
+    assert!(w > v);
+    for _ in 0..3 {
+        assert_eq!(version(&get(port, "/m/")), w);
+    }
+    // a new version (expired, stored again): never the held bytes again
+    thread::sleep(Duration::from_millis(2100));
+    let again = get(port, "/m/");
+    assert_eq!(again.sg_status(), "EXPIRED", "{again}");
+    let x = version(&again);
+    assert!(x > w);
+    let r = get(port, "/m/");
+    assert_eq!((r.sg_status(), version(&r)), ("HIT", x), "{r}");
+}
+
+#[test]
+fn without_memory_every_hit_reads_the_file() {
+    let (up, _) = versioned_upstream(Duration::ZERO);
+    let nginx = nginx(&up, "static_gen_open_cache max=100 memory=0;", "").start();
+    let port = nginx.port();
+    assert_eq!(get(port, "/m/").sg_status(), "MISS");
+    let v = version(&get(port, "/m/"));
+    assert_eq!(version(&get(port, "/m/")), v);
+    rewrite_in_place(
+        &nginx.path("gen/m/index.html"),
+        &format!("version={v:08}"),
+        "version=99999999",
+    );
+    let r = get(port, "/m/");
+    assert_eq!((r.sg_status(), version(&r)), ("HIT", 99_999_999), "{r}");
+}
