@@ -22,7 +22,7 @@
 //! deleted by a purge do not keep their disk space.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -290,21 +290,25 @@ impl OpenPage {
 /// [`MAX_HEADER_LEN`].
 fn read_header(file: &File, size: u64) -> Result<HeaderInfo, OpenError> {
     const FIRST_READ: usize = 512;
-    let mut start = [0u8; MAX_HEADER_LEN];
-    let mut len = 0;
-    for want in [FIRST_READ, MAX_HEADER_LEN] {
-        let want = want.min(size as usize);
-        if want <= len {
-            break;
-        }
-        len += file
-            .read_at(&mut start[len..want], len as u64)
-            .map_err(OpenError::Io)?;
-        if let Ok(header) = decode_header(&start[..len]) {
-            return Ok(header.into());
-        }
+    let mut first = [0u8; FIRST_READ];
+    let want = FIRST_READ.min(size as usize);
+    let len = file.read_at(&mut first[..want], 0).map_err(OpenError::Io)?;
+    if let Ok(header) = decode_header(&first[..len]) {
+        return Ok(header.into());
     }
-    Err(OpenError::Foreign)
+    // a long header (many tags): read up to the longest there may be
+    let want = MAX_HEADER_LEN.min(size as usize);
+    if want <= len {
+        return Err(OpenError::Foreign);
+    }
+    let mut start = vec![0u8; want];
+    start[..len].copy_from_slice(&first[..len]);
+    let more = file
+        .read_at(&mut start[len..], len as u64)
+        .map_err(OpenError::Io)?;
+    decode_header(&start[..len + more])
+        .map(Into::into)
+        .map_err(|_| OpenError::Foreign)
 }
 
 /// One page kept open.
@@ -317,8 +321,11 @@ struct Entry {
     /// When it was opened by its path.
     opened_ms: u64,
     used_ms: u64,
-    /// For evictions, least recently used first.
-    used_tick: u64,
+    /// Tells this entry from an earlier one of the same key in the
+    /// eviction queue.
+    serial: u64,
+    /// Used since it was last queued for eviction (its second chance).
+    referenced: bool,
     /// HITs served from it.
     uses: u32,
 }
@@ -329,12 +336,26 @@ struct TreePages {
     pages: HashMap<u64, Entry, BuildKey>,
 }
 
+/// An entry's place in the eviction queue.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    tree_id: u64,
+    key: u64,
+    serial: u64,
+}
+
 /// A worker's open pages, by tree (its id) and page.
 pub struct OpenPages {
     config: OpenCacheConfig,
     trees: HashMap<u64, TreePages, BuildKey>,
     len: usize,
-    tick: u64,
+    /// The entries in the order they were kept, with a second chance for
+    /// those used since (the clock algorithm): evicting one costs O(1)
+    /// amortized, so a full cache closes one page per page it opens, never
+    /// a batch at once. Entries gone otherwise leave records that are
+    /// skipped, and dropped when they outnumber the live ones.
+    queue: VecDeque<Queued>,
+    serial: u64,
     /// Bytes of the kept pages held in memory.
     memory_used: usize,
     /// Headers of pages opened, also those not kept.
@@ -352,7 +373,8 @@ impl OpenPages {
             },
             trees: HashMap::default(),
             len: 0,
-            tick: 0,
+            queue: VecDeque::new(),
+            serial: 0,
             memory_used: 0,
             headers: HeaderCache::default(),
         }
@@ -416,8 +438,7 @@ impl OpenPages {
             self.memory_used -= gone.map_or(0, |e| held(&e));
             return None;
         }
-        self.tick += 1;
-        entry.used_tick = self.tick;
+        entry.referenced = true;
         entry.used_ms = now_ms;
         entry.uses = entry.uses.saturating_add(1);
         let page = entry.page.clone();
@@ -454,47 +475,90 @@ impl OpenPages {
             return;
         }
         if self.len >= self.config.max {
-            // an eighth at a time: evicting costs a pass over the entries
-            self.shrink(self.config.max / 8 + 1);
+            self.evict_one();
         }
-        self.tick += 1;
+        if self.queue.len() > 2 * self.len + 64 {
+            self.drop_stale_records();
+        }
+        self.serial += 1;
         let entry = Entry {
             rel: rel.into(),
             page,
             generation,
             opened_ms: now_ms,
             used_ms: now_ms,
-            used_tick: self.tick,
+            serial: self.serial,
+            referenced: false,
             uses: 1,
         };
-        let tree_pages = self
-            .trees
-            .entry(tree.state().tree_id())
-            .or_insert_with(|| TreePages {
-                tree: tree.clone(),
-                pages: HashMap::default(),
-            });
+        let tree_id = tree.state().tree_id();
+        let tree_pages = self.trees.entry(tree_id).or_insert_with(|| TreePages {
+            tree: tree.clone(),
+            pages: HashMap::default(),
+        });
         match tree_pages.pages.insert(key, entry) {
             None => self.len += 1,
             Some(replaced) => self.memory_used -= held(&replaced),
         }
+        self.queue.push_back(Queued {
+            tree_id,
+            key,
+            serial: self.serial,
+        });
     }
 
-    /// Closes the `n` least recently used pages.
+    /// Closes about the `n` least recently used pages (all when `n` is
+    /// the number kept).
     pub fn shrink(&mut self, n: usize) {
         if n >= self.len {
             self.trees.clear();
+            self.queue.clear();
             self.len = 0;
             self.memory_used = 0;
             return;
         }
-        let mut ticks: Vec<u64> = self
-            .trees
-            .values()
-            .flat_map(|t| t.pages.values().map(|e| e.used_tick))
-            .collect();
-        let (_, &mut oldest_kept, _) = ticks.select_nth_unstable(n);
-        self.retain(|_, entry| entry.used_tick >= oldest_kept);
+        for _ in 0..n {
+            self.evict_one();
+        }
+    }
+
+    /// Closes the page longest kept and not used since it was queued
+    /// (those used get a second chance: queued again, unmarked).
+    fn evict_one(&mut self) {
+        while let Some(queued) = self.queue.pop_front() {
+            let Some(tree_pages) = self.trees.get_mut(&queued.tree_id) else {
+                continue;
+            };
+            let Some(entry) = tree_pages.pages.get_mut(&queued.key) else {
+                continue;
+            };
+            if entry.serial != queued.serial {
+                continue;
+            }
+            if entry.referenced {
+                entry.referenced = false;
+                self.queue.push_back(queued);
+                continue;
+            }
+            let gone = tree_pages.pages.remove(&queued.key);
+            if tree_pages.pages.is_empty() {
+                self.trees.remove(&queued.tree_id);
+            }
+            self.len -= 1;
+            self.memory_used -= gone.map_or(0, |e| held(&e));
+            return;
+        }
+    }
+
+    /// Forgets the queue's records of entries no longer kept.
+    fn drop_stale_records(&mut self) {
+        let trees = &self.trees;
+        self.queue.retain(|q| {
+            trees
+                .get(&q.tree_id)
+                .and_then(|t| t.pages.get(&q.key))
+                .is_some_and(|e| e.serial == q.serial)
+        });
     }
 
     /// Closes the pages that cannot be served any more: replaced, purged
@@ -698,6 +762,35 @@ mod tests {
             assert!(cache.len() <= 8, "{}", cache.len());
         }
         assert!(same(&hot, &open(&mut cache, &tree, b"0.html", 30)));
+    }
+
+    #[test]
+    fn a_full_cache_closes_one_page_per_page_it_opens() {
+        let (_scratch, tree) = new_tree("open-pages-evict");
+        for i in 0..100 {
+            page(&tree, &format!("{i}.html"), "x");
+        }
+        page(&tree, "hot.html", "hot");
+        let config = OpenCacheConfig {
+            max: 64,
+            ..OpenCacheConfig::default()
+        };
+        let mut cache = OpenPages::new(config, usize::MAX);
+        let hot = open(&mut cache, &tree, b"hot.html", 0);
+        for round in 0..3 {
+            for i in 0..100 {
+                let rel = format!("{i}.html");
+                let before = cache.len();
+                open(&mut cache, &tree, rel.as_bytes(), round);
+                assert!(cache.len() <= 64, "{} kept", cache.len());
+                assert!(cache.len() + 1 >= before, "a batch closed at once");
+                let again = open(&mut cache, &tree, b"hot.html", round);
+                assert!(same(&hot, &again), "the hot page was closed");
+                // a page replaced leaves its record behind
+                tree.state().note_install(path_key(rel.as_bytes()));
+                assert!(cache.queue.len() <= 2 * cache.len() + 64 + 1);
+            }
+        }
     }
 
     #[test]
