@@ -20,14 +20,16 @@ thread_local! {
     static PAGES: RefCell<Option<OpenPages>> = const { RefCell::new(None) };
 }
 
-/// Starts the cache when the worker starts. It may hold what the worker's
-/// open-file limit leaves beside `worker_connections` (and 64 for logs and
-/// listening sockets), and at least a quarter of the limit; when
-/// descriptors run out all the same, it gives up half its pages.
+/// Starts the cache when the worker starts. It may hold half of what the
+/// worker's open-file limit leaves beside `worker_connections` (and 64 for
+/// logs and listening sockets): the other half stays for nginx's own
+/// descriptor users (`open_file_cache`, cache files, temporary files);
+/// and at least an eighth of the limit. When descriptors run out all the
+/// same, it gives up half its pages.
 pub(crate) fn start(cycle: &ngx_cycle_t, config: OpenCacheConfig) {
     let limit = open_file_limit().map_or(usize::MAX, |n| {
         let left = n.saturating_sub(cycle.connection_n + 64);
-        left.max(n / 4)
+        (left / 2).max(n / 8)
     });
     PAGES.with(|p| *p.borrow_mut() = Some(OpenPages::new(config, limit)));
     if config.max == 0 {
