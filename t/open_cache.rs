@@ -203,9 +203,11 @@ fn get_all(port: u16, uris: &[String], threads: usize) -> Vec<String> {
         .collect()
 }
 
-/// 10,000 pages served, so kept open; a whole-tree purge (deleted in the
-/// background) and a prefix purge then leave no descriptor of a purged
-/// page open, so the space of the deleted pages is freed.
+/// 10,000 pages served, so kept open (as many as the worker's open-file
+/// limit lets it: half of what connections leave, 9,456 under a limit of
+/// 20,000); a whole-tree purge (deleted in the background) and a
+/// prefix purge then leave no descriptor of a purged page open, so the
+/// space of the deleted pages is freed.
 #[test]
 fn purged_pages_are_closed_and_their_space_freed() {
     let (up, _) = versioned_upstream(Duration::ZERO);
@@ -214,10 +216,7 @@ fn purged_pages_are_closed_and_their_space_freed() {
         limit >= 12_000,
         "this test needs an open-file limit of 12,000 or more (ulimit -n), not {limit}"
     );
-    // the kept pages may take half of what connections leave
-    let nginx = nginx(&up, "static_gen_open_cache max=20000;", "")
-        .main_conf("worker_rlimit_nofile 24000;")
-        .start();
+    let nginx = nginx(&up, "static_gen_open_cache max=20000;", "").start();
     let port = nginx.port();
     let uris: Vec<String> = (0..10_000)
         .map(|i| format!("/n/{}/{i}/", i % 100))
@@ -227,8 +226,9 @@ fn purged_pages_are_closed_and_their_space_freed() {
     assert!(statuses.iter().all(|s| s == "HIT"), "not all HITs");
     let worker = nginx.worker_pids()[0];
     let root = nginx.path("gen");
-    let (open, _) = descriptors_into(worker, &root);
-    assert!(open >= 10_000, "pages kept open: {open}");
+    let (kept, _) = descriptors_into(worker, &root);
+    let share = (limit.min(20_000) - 1024 - 64) / 2;
+    assert!(kept >= share.min(10_000) - 10, "pages kept open: {kept}");
 
     // a prefix purge closes that directory's pages only
     let r = post(port, "/_static_gen/purge?prefix=/n/7/", b"");
@@ -236,12 +236,12 @@ fn purged_pages_are_closed_and_their_space_freed() {
     assert!(
         wait_until(Duration::from_secs(5), || {
             let (open, deleted) = descriptors_into(worker, &root);
-            open <= 10_000 - 100 && deleted == 0
+            open <= kept - 50 && deleted == 0
         }),
-        "after the prefix purge: {:?}",
+        "after the prefix purge: {:?} of {kept}",
         descriptors_into(worker, &root)
     );
-    assert!(descriptors_into(worker, &root).0 >= 10_000 - 100 - 10);
+    assert!(descriptors_into(worker, &root).0 >= kept - 100 - 10);
 
     let r = post(port, "/_static_gen/purge", b"");
     assert_eq!(r.status, 200, "{r}");
