@@ -33,15 +33,18 @@ const CONF: &str = r#"
             deny all;
             static_gen_purge;
         }
+        {{locations}}
     }
 "#;
 
-/// `http` goes into the `http` block, `extra` into the pages' location.
+/// `http` goes into the `http` block, `extra` into the pages' location;
+/// `.var("locations", ...)` adds locations to the server.
 fn nginx(up: &Upstream, http: &str, extra: &str) -> Nginx {
     Nginx::new(CONF)
         .var("up", up.port())
         .var("http", http)
         .var("extra", extra)
+        .var("locations", "")
 }
 
 /// One response as a client saw it.
@@ -389,23 +392,13 @@ fn without_memory_every_hit_reads_the_file() {
     assert_eq!((r.sg_status(), version(&r)), ("HIT", 99_999_999), "{r}");
 }
 
-const WITH_OPEN_FILE_CACHE: &str = r#"
-    {{http}}
-    server {
-        listen 127.0.0.1:{{port}};
-        server_name localhost;
-        static_gen_root {{tmp}}/gen;
-        location / {
-            static_gen on;
-            add_header X-Static-Gen $static_gen_status always;
-            proxy_pass http://127.0.0.1:{{up}};
-        }
+/// Files served by nginx itself, through its `open_file_cache`.
+const FILES_LOCATION: &str = r#"
         location /files/ {
             root {{tmp}};
             open_file_cache max=10000 inactive=60s;
             add_header X-Static-Gen FILE;
         }
-    }
 "#;
 
 /// The kept pages leave nginx's own descriptor users room: with
@@ -416,9 +409,8 @@ const WITH_OPEN_FILE_CACHE: &str = r#"
 #[test]
 fn kept_pages_leave_room_for_open_file_cache() {
     let (up, _) = versioned_upstream(Duration::ZERO);
-    let nginx = Nginx::new(WITH_OPEN_FILE_CACHE)
-        .var("up", up.port())
-        .var("http", "")
+    let nginx = nginx(&up, "", "")
+        .var("locations", FILES_LOCATION)
         .main_conf("worker_rlimit_nofile 3000;")
         .start();
     let port = nginx.port();
