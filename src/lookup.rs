@@ -255,6 +255,12 @@ fn regenerate(
     let key = path_key(rel);
     match PageLock::take(&tree, key, updating) {
         Ok(lock) => {
+            // the holder before us may have installed the page and freed
+            // the lock since we looked: look again, as the lock is ours
+            let stale = match find(r, conf, &tree, rel) {
+                Found::Stale(now) => now,
+                other => return other.into_ctx(),
+            };
             let mut ctx = miss(r, conf, tree, rel, stale.status, Some(lock));
             ctx.fallback = stale.servable;
             ctx

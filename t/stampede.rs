@@ -184,6 +184,35 @@ fn concurrent_misses_reach_the_application_once() {
     );
 }
 
+/// A request that finds no page and takes the lock just after another
+/// worker installed the page and freed it looks again before going
+/// upstream: with the lock on, a page is rendered once however its
+/// requests fall around the install (CI once saw the second render).
+#[test]
+fn a_miss_that_takes_the_lock_after_the_install_serves_the_page() {
+    let app = App::start(Duration::ZERO);
+    let nginx = nginx(&app, "on", "10s", "0").workers(4).start();
+    let port = nginx.port();
+    let pages = 300;
+    for i in 0..pages {
+        let path = format!("/race/{i}/");
+        let clients: Vec<_> = (0..6)
+            .map(|c| {
+                let path = path.clone();
+                thread::spawn(move || {
+                    // spread over the time of a render and its install
+                    thread::sleep(Duration::from_micros(c * 150));
+                    get(port, &path)
+                })
+            })
+            .collect();
+        for client in clients {
+            assert_eq!(client.join().unwrap().status, 200);
+        }
+    }
+    assert_eq!(app.renders(), pages, "pages rendered more than once");
+}
+
 #[test]
 fn without_the_lock_every_miss_goes_upstream() {
     let app = App::start(Duration::from_millis(200));
