@@ -345,8 +345,14 @@ fn worker_out_of_file_descriptors_still_serves() {
     let port = nginx.port();
     let root = nginx.path("gen");
     let worker = nginx.worker_pids()[0];
+    // the kernel accepts the harness's start-up probe on the master's
+    // socket: the worker may not have set its limit yet
+    assert!(
+        wait_until(TIMEOUT, || fd_limit(worker) == 64),
+        "the worker's limit is {}",
+        fd_limit(worker)
+    );
     let limit = fd_limit(worker);
-    assert_eq!(limit, 64);
 
     // Idle client connections bring the worker to two descriptors below its
     // limit: the request's own connection and the upstream connection take
