@@ -78,7 +78,8 @@ pub(crate) struct RequestCtx {
     pub writer: Option<PageWriter>,
     /// The tags of the response being stored (`X-Static-Gen-Tags`).
     pub tags: Tags,
-    /// The stale page to serve instead if the upstream fails.
+    /// A stale page was servable when the request went upstream: if the
+    /// upstream fails, what a lookup finds then is served instead.
     pub fallback: Option<HitPage>,
     /// Serving `fallback` (as this representation): the upstream's body is
     /// dropped.

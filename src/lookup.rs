@@ -139,6 +139,25 @@ fn lookup(r: &mut Request, conf: &'static StaticGenConf, deadline: ngx_msec_t) -
     }
 }
 
+/// The page to answer with instead of a failed regeneration of `miss`'s
+/// page, as a lookup now would find it: a page installed meanwhile (a
+/// `HIT`), or the stale one if purges since (hard, tag, whole) and its
+/// stale time still allow it; `None` when nothing may be served.
+pub(crate) fn fallback_now(r: &Request, miss: &MissPage) -> Option<(HitPage, LookupStatus)> {
+    let tree = match tree::current_tree(miss.tree.root()) {
+        Ok(tree) => tree,
+        Err(err) => {
+            log_tree_error(r.log(), "stale page not served", &err);
+            return None;
+        }
+    };
+    match find(r, miss.conf, &tree, &miss.rel) {
+        Found::Hit(page) => Some((page, LookupStatus::Hit)),
+        Found::Stale(stale) => stale.servable.map(|page| (page, LookupStatus::Stale)),
+        Found::Bypass(_) => None,
+    }
+}
+
 /// What a look in a tree found: a page to serve, a file not to serve, or
 /// no fresh page.
 enum Found {

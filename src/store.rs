@@ -26,10 +26,11 @@ use static_gen_logic::tags::{TagError, Tags};
 use static_gen_logic::tree::TreeError;
 use static_gen_logic::variants::{Compressor, Job};
 
-use crate::ctx::{self, LookupStatus, MissPage, RequestCtx};
+use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
 use crate::hit;
 use crate::log::{log_errno, log_tree_error};
+use crate::lookup;
 use crate::stats;
 use crate::tree::current_tree;
 use crate::StaticGenModule;
@@ -75,11 +76,18 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
         // on every response of a `static_gen` location, not only a MISS
         let refused = upstream_refuses(r);
         if ctx.fallback.is_some() && r.raw().headers_out.status >= 500 {
-            // regenerating failed: the stale page instead, within its time
-            return match replace_with_fallback(r, ctx) {
-                Ok(()) => next_header(raw),
-                Err(()) => Status::NGX_ERROR.into(),
-            };
+            // regenerating failed: the page a lookup would serve now, if any
+            ctx.fallback = None;
+            let now = ctx
+                .miss
+                .as_ref()
+                .and_then(|miss| lookup::fallback_now(r, miss));
+            if let Some((page, status)) = now {
+                return match replace_with_fallback(r, ctx, page, status) {
+                    Ok(()) => next_header(raw),
+                    Err(()) => Status::NGX_ERROR.into(),
+                };
+            }
         }
         let started = match &ctx.miss {
             Some(_) if refused => {
@@ -99,12 +107,18 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
     next_header(raw)
 }
 
-/// Answers with the stale page instead of the failed response: its
-/// headers replace the upstream's, and the body filter sends its body.
-fn replace_with_fallback(r: &mut Request, ctx: &mut RequestCtx) -> Result<(), ()> {
+/// Answers with `page` (the stale one, or one installed meanwhile) instead
+/// of the failed response: its headers replace the upstream's, and the
+/// body filter sends its body.
+fn replace_with_fallback(
+    r: &mut Request,
+    ctx: &mut RequestCtx,
+    page: HitPage,
+    status: LookupStatus,
+) -> Result<(), ()> {
     ctx.abandon_store();
-    ctx.hit = ctx.fallback.take();
-    ctx.status = LookupStatus::Stale;
+    ctx.hit = Some(page);
+    ctx.status = status;
     for header in r.headers_out_mut() {
         header.hash = 0;
     }

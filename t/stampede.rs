@@ -43,6 +43,35 @@ struct App {
     upstream: Upstream,
     renders: Arc<AtomicUsize>,
     failing: Arc<AtomicUsize>,
+    /// Requests that have arrived (counted before any wait).
+    arrived: Arc<AtomicUsize>,
+    /// While closed, renders wait for it to open.
+    gate: Arc<Gate>,
+}
+
+/// A gate that holds the application's renders while closed.
+#[derive(Default)]
+struct Gate {
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+
+    fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
 }
 
 impl App {
@@ -55,10 +84,19 @@ impl App {
     fn limited(delay: Duration, workers: usize) -> App {
         let renders = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(AtomicUsize::new(0));
-        let (r, f) = (renders.clone(), failing.clone());
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Gate::default());
+        let (r, f, a, g) = (
+            renders.clone(),
+            failing.clone(),
+            arrived.clone(),
+            gate.clone(),
+        );
         let busy = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
         let upstream = Upstream::start(move |req| {
-            // failing or not as the request arrives
+            a.fetch_add(1, Ordering::SeqCst);
+            g.pass();
+            // failing or not as the request passes the gate
             let fails = f.load(Ordering::SeqCst) > 0;
             {
                 let (count, freed) = &*busy;
@@ -86,7 +124,7 @@ impl App {
             let body = format!("{} render={n:06}", req.path);
             plan.write(http_response(
                 200,
-                &[("Content-Type", "text/html")],
+                &[("Content-Type", "text/html"), ("X-Static-Gen-Tags", "page")],
                 body.as_bytes(),
             ))
         });
@@ -94,7 +132,13 @@ impl App {
             upstream,
             renders,
             failing,
+            arrived,
+            gate,
         }
+    }
+
+    fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
     }
 
     fn renders(&self) -> usize {
@@ -503,6 +547,76 @@ fn the_stale_page_is_served_while_the_application_fails_within_its_time() {
         "the stale page was served past its time: {r}"
     );
     nginx.assert_no_alerts();
+}
+
+/// A regeneration of a softly purged page is under way (held at the
+/// application) when `after` happens; then the application fails. The
+/// client must get what a lookup would give at that moment: returns its
+/// response and the stale page's.
+fn regeneration_fails_after(
+    stale: &str,
+    soft_purge: &str,
+    after: impl FnOnce(&NginxHandle),
+) -> (Response, Response) {
+    let app = App::start(Duration::ZERO);
+    let nginx = nginx(&app, "on", "30s", stale).workers(2).start();
+    let port = nginx.port();
+    let old = get(port, "/f/");
+    assert_eq!(old.sg_status(), "MISS", "{old}");
+    purge(port, soft_purge);
+    app.failing.store(1, Ordering::SeqCst);
+    app.gate.close();
+    let before = app.arrived();
+    let regenerating = thread::spawn(move || get(port, "/f/"));
+    assert!(
+        wait_until(TIMEOUT, || app.arrived() > before),
+        "the regeneration never reached the application"
+    );
+    after(&nginx);
+    app.gate.open();
+    let r = regenerating.join().unwrap();
+    nginx.assert_no_alerts();
+    (r, old)
+}
+
+#[test]
+fn a_regeneration_that_fails_after_a_hard_purge_serves_nothing_stale() {
+    for hard in [
+        "?hard=1",
+        "?uri=/f/&hard=1",
+        "?prefix=/&hard=1",
+        "?tag=page&hard=1",
+    ] {
+        let (r, old) = regeneration_fails_after("30s", "?uri=/f/", |nginx| {
+            let reply = purge(nginx.port(), hard);
+            assert!(reply.text().contains("\"mode\":\"hard\""), "{reply}");
+        });
+        assert_eq!(r.status, 500, "{hard}: the purged page was served: {r}");
+        assert_ne!(r.body, old.body, "{hard}: old content after a hard purge");
+        assert_ne!(r.sg_status(), "STALE", "{hard}");
+    }
+}
+
+#[test]
+fn a_regeneration_that_fails_after_the_stale_time_serves_nothing_stale() {
+    let (r, old) = regeneration_fails_after("1s", "?uri=/f/", |_| {
+        // the stale time is a duration: only its passing can test it
+        thread::sleep(Duration::from_millis(1300));
+    });
+    assert_eq!(
+        r.status, 500,
+        "the stale page was served past its time: {r}"
+    );
+    assert_ne!(r.body, old.body);
+}
+
+#[test]
+fn a_regeneration_that_fails_within_the_stale_time_serves_the_stale_page() {
+    // the control of the two above: the same steps with nothing in between
+    let (r, old) = regeneration_fails_after("30s", "?uri=/f/", |_| {});
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.sg_status(), "STALE");
+    assert_eq!(r.body, old.body);
 }
 
 #[test]
