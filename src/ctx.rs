@@ -12,10 +12,10 @@ use static_gen_logic::open_pages::OpenPage;
 use static_gen_logic::stats::{Bypass, Reason, Unstored};
 use static_gen_logic::store::PageWriter;
 use static_gen_logic::tags::Tags;
-use static_gen_logic::tree::Tree;
+use static_gen_logic::tree::{path_key, Tree};
 
 use crate::conf::StaticGenConf;
-use crate::lock::PageLock;
+use crate::lock::{self, PageLock};
 use crate::wait::Wait;
 use crate::StaticGenModule;
 
@@ -123,6 +123,19 @@ impl RequestCtx {
     pub(crate) fn refuse_store(&mut self, reason: Unstored) {
         self.reason.get_or_insert(Reason::Unstored(reason));
         self.abandon_store();
+    }
+
+    /// Gives up storing a response answered with `status`; when the
+    /// application would answer any request of the page so
+    /// ([`Unstored::lasting`]), the page's next requests go upstream at
+    /// once for a while instead of one by one under its lock.
+    pub(crate) fn refuse_store_of_response(&mut self, reason: Unstored, status: usize) {
+        if let Some(miss) = self.miss.as_ref() {
+            if miss.conf.lock() && reason.lasting(status) {
+                lock::note_unstorable(&miss.tree, path_key(&miss.rel));
+            }
+        }
+        self.refuse_store(reason);
     }
 
     /// Gives up storing: the page is not installed, and its lock (if

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use static_gen_logic::tree::{Holder, Lock, Tree};
+use static_gen_logic::tree::{now, Holder, Lock, Tree};
 
 use crate::{notify, wait};
 
@@ -62,6 +62,27 @@ impl Drop for PageLock {
         }
         wait::wake(tree_id, self.key);
     }
+}
+
+/// Remembers that the page with `key` answered with a response that
+/// cannot be stored (for `UNSTORABLE_SECS`, in every worker).
+pub(crate) fn note_unstorable(tree: &Tree, key: u64) {
+    tree.state().note_unstorable(key, now_secs());
+}
+
+/// True while the page with `key` is remembered as unstorable: its
+/// requests go upstream without the lock.
+pub(crate) fn is_unstorable(tree: &Tree, key: u64) -> bool {
+    tree.state().is_unstorable(key, now_secs())
+}
+
+/// The page with `key` was stored: its requests take the lock again.
+pub(crate) fn clear_unstorable(tree: &Tree, key: u64) {
+    tree.state().clear_unstorable(key);
+}
+
+fn now_secs() -> u32 {
+    u32::try_from(now().sec).unwrap_or(u32::MAX)
 }
 
 /// This worker as a lock holder (its pid and start time, read once per

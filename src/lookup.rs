@@ -272,6 +272,10 @@ fn regenerate(
         return stale.into_stale_ctx();
     }
     let key = path_key(rel);
+    if !updating && lock::is_unstorable(&tree, key) {
+        // its last answer could not be stored: nothing to wait for
+        return miss(r, conf, tree, rel, stale.status, None);
+    }
     match PageLock::take(&tree, key, updating) {
         Ok(lock) => {
             // the holder before us may have installed the page and freed

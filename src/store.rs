@@ -23,12 +23,13 @@ use static_gen_logic::rules::{storable, ResponseFacts};
 use static_gen_logic::stats::{Reason, Unstored};
 use static_gen_logic::store::{PageLimits, PageWriter};
 use static_gen_logic::tags::{TagError, Tags};
-use static_gen_logic::tree::TreeError;
+use static_gen_logic::tree::{path_key, TreeError};
 use static_gen_logic::variants::{Compressor, Job};
 
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
 use crate::hit;
+use crate::lock;
 use crate::log::{log_errno, log_tree_error};
 use crate::lookup;
 use crate::stats;
@@ -100,7 +101,7 @@ extern "C" fn header_filter(raw: *mut ngx_http_request_t) -> ngx_int_t {
         ctx.tags = tags.unwrap_or_default();
         match started {
             Some(Ok(writer)) => ctx.writer = Some(writer),
-            Some(Err(reason)) => ctx.refuse_store(reason),
+            Some(Err(reason)) => ctx.refuse_store_of_response(reason, r.raw().headers_out.status),
             None => ctx.abandon_store(),
         }
     }
@@ -256,7 +257,8 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
                 Ok(saw_last) => last = saw_last,
                 Err(err) => {
                     log_tree_error(r.log(), NOT_STORED, &err);
-                    ctx.refuse_store(Unstored::of(&err));
+                    let status = r.raw().headers_out.status;
+                    ctx.refuse_store_of_response(Unstored::of(&err), status);
                 }
             }
         }
@@ -338,6 +340,7 @@ fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) -> Res
     match installed {
         Ok(Some(version)) => {
             stats::stored(body_len);
+            lock::clear_unstorable(&miss.tree, path_key(&miss.rel));
             let config = miss.conf.compress();
             if !config.is_off() && body_len >= config.min_length as u64 {
                 compress_later(Job {

@@ -157,6 +157,24 @@ impl Unstored {
         Unstored::ALL.iter().position(|u| *u == self).unwrap_or(0)
     }
 
+    /// True when the application would give any request of the page a
+    /// response like this one (answered with `status`): worth remembering,
+    /// so that the page's requests do not wait for each other's unstorable
+    /// answers. Not for a failing application (5xx), whose requests are
+    /// better kept one at a time, nor for what went wrong in this request.
+    pub fn lasting(self, status: usize) -> bool {
+        match self {
+            Unstored::Rule(_) | Unstored::Size | Unstored::UpstreamRefused | Unstored::Tags => {
+                status < 500
+            }
+            Unstored::Incomplete
+            | Unstored::ClientAbort
+            | Unstored::PurgedInFlight
+            | Unstored::WriteError
+            | Unstored::LockTimeout => false,
+        }
+    }
+
     /// Why writing or installing a page failed.
     pub fn of(err: &TreeError) -> Unstored {
         match err {

@@ -32,8 +32,16 @@ pub struct LockSlot {
     /// `key bits << 40 | start bits << 22 | pid`, 0 when free.
     word: AtomicU64,
     waiters: [AtomicU32; WAITERS],
-    _room: [u8; 8],
+    /// A page of this slot whose responses cannot be stored, until when:
+    /// `key >> 32 << 32 | until` (seconds since the epoch), 0 for none.
+    /// Zeros in a state file of an older version: none.
+    unstorable: AtomicU64,
 }
+
+/// How long a page whose response could not be stored is regenerated
+/// without the lock (Varnish's hit-for-miss): its requests go to the
+/// application at once, not one after another.
+pub const UNSTORABLE_SECS: u32 = 60;
 
 /// A process that can hold locks: its pid and its start time (clock ticks
 /// since boot, `/proc/<pid>/stat`), which together never repeat.
@@ -186,6 +194,32 @@ impl SharedState {
         // waiter, so look at the lock again
         recorded && slot.word.load(Ordering::SeqCst) == holding.word
     }
+
+    /// Remembers, until `now_secs` + [`UNSTORABLE_SECS`], that the page
+    /// with `key` answered with a response that cannot be stored.
+    pub fn note_unstorable(&self, key: u64, now_secs: u32) {
+        let until = now_secs.saturating_add(UNSTORABLE_SECS).max(1);
+        let record = key >> 32 << 32 | u64::from(until);
+        self.slot(key).unstorable.store(record, Ordering::SeqCst);
+    }
+
+    /// True while the page with `key` is remembered as unstorable.
+    pub fn is_unstorable(&self, key: u64, now_secs: u32) -> bool {
+        let record = self.slot(key).unstorable.load(Ordering::SeqCst);
+        record >> 32 == key >> 32 && now_secs < record as u32
+    }
+
+    /// Forgets that the page with `key` was unstorable (it was stored).
+    pub fn clear_unstorable(&self, key: u64) {
+        let slot = self.slot(key);
+        let record = slot.unstorable.load(Ordering::SeqCst);
+        if record != 0 && record >> 32 == key >> 32 {
+            // another page's newer record stays
+            let _ = slot
+                .unstorable
+                .compare_exchange(record, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A slot's word for `key` held by `holder`: never 0 (pids are not).
@@ -256,6 +290,32 @@ mod tests {
         };
         assert!(!impostor.alive());
         assert!(Holder::me().alive());
+    }
+
+    #[test]
+    fn an_unstorable_page_is_remembered_for_a_while_and_until_stored() {
+        let scratch = Scratch::new("locks-unstorable");
+        let tree = Tree::open(&scratch.0).unwrap();
+        let other = Tree::open(&scratch.0).unwrap();
+        let key = 0x1234_5678_0000_0042;
+        let now = 1_000_000;
+        assert!(!tree.state().is_unstorable(key, now));
+        tree.state().note_unstorable(key, now);
+        // seen by every process of the tree, for UNSTORABLE_SECS
+        assert!(other.state().is_unstorable(key, now));
+        assert!(other.state().is_unstorable(key, now + UNSTORABLE_SECS - 1));
+        assert!(!other.state().is_unstorable(key, now + UNSTORABLE_SECS));
+        // another page of the same slot is not
+        let neighbour = key + (LOCK_SLOTS as u64) * (1 << 32);
+        assert_eq!(lock_slot(neighbour), lock_slot(key));
+        assert!(!tree.state().is_unstorable(neighbour, now));
+        tree.state().clear_unstorable(neighbour);
+        assert!(
+            tree.state().is_unstorable(key, now),
+            "cleared by another page"
+        );
+        other.state().clear_unstorable(key);
+        assert!(!tree.state().is_unstorable(key, now));
     }
 
     #[test]
