@@ -22,6 +22,7 @@ use ngx::http::{
 };
 use ngx::ngx_string;
 use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
+use static_gen_logic::args::{parse_ignore_args, parse_key_args, ArgRules, TRACKING_ARGS};
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::encoding::{parse_compress, CompressConfig};
 use static_gen_logic::freshness::Lifetimes;
@@ -80,6 +81,12 @@ pub(crate) struct StaticGenConf {
     pub purge_has_rules: bool,
     /// `static_gen_compress`.
     compress: Option<CompressConfig>,
+    /// `static_gen_ignore_args` (empty for `off`) and `static_gen_key_args`,
+    /// as configured (inherited).
+    ignore_args: Option<Vec<String>>,
+    key_args: Option<Vec<String>>,
+    /// What a request's arguments make of it, from the two above.
+    pub args: ArgRules,
     /// `static_gen_hosts`, as configured (inherited).
     host_names: Option<HostNames>,
     /// The names a request's host must be one of: `static_gen_hosts`, or
@@ -162,6 +169,9 @@ impl Default for StaticGenConf {
             purge: false,
             purge_has_rules: false,
             compress: None,
+            ignore_args: None,
+            key_args: None,
+            args: ArgRules::default(),
             host_names: None,
             hosts: HostRule::default(),
         }
@@ -270,7 +280,7 @@ static mut AT_LEAST_ONE: ngx_conf_post_t = ngx_conf_post_t {
     post_handler: Some(at_least_one),
 };
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 22] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 24] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -299,6 +309,18 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 22] = [
         ngx_string!("static_gen_session_cookie"),
         ANY_LEVEL | NGX_CONF_1MORE,
         set_session_cookies,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_ignore_args"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_ignore_args,
+        0,
+    ),
+    directive(
+        ngx_string!("static_gen_key_args"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_key_args,
         0,
     ),
     directive(
@@ -647,6 +669,20 @@ directive_handler!(set_session_cookies, |cf, conf, args| {
     })
 });
 
+directive_handler!(set_ignore_args, |cf, conf, args| set_once(
+    cf,
+    &mut conf.ignore_args,
+    &args,
+    |words: &[&str]| parse_ignore_args(words)
+));
+
+directive_handler!(set_key_args, |cf, conf, args| set_once(
+    cf,
+    &mut conf.key_args,
+    &args,
+    |words: &[&str]| parse_key_args(words)
+));
+
 directive_handler!(set_types, |cf, conf, args| set_once(
     cf,
     &mut conf.types,
@@ -828,6 +864,16 @@ impl StaticGenConf {
         if self.host_names.is_none() {
             self.host_names.clone_from(&prev.host_names);
         }
+        let ignore = self
+            .ignore_args
+            .get_or_insert_with(|| match &prev.ignore_args {
+                Some(names) => names.clone(),
+                None => TRACKING_ARGS.iter().map(|n| n.to_string()).collect(),
+            });
+        let key = self
+            .key_args
+            .get_or_insert_with(|| prev.key_args.clone().unwrap_or_default());
+        self.args = ArgRules::new(ignore.iter(), key.iter());
         if self.compress.is_none() {
             self.compress.clone_from(&prev.compress);
         }

@@ -14,6 +14,7 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
+use static_gen_logic::args::ArgRules;
 use static_gen_logic::freshness::{freshness, Freshness};
 use static_gen_logic::host::{forwarded_host, normalize_host};
 use static_gen_logic::journal;
@@ -376,9 +377,6 @@ fn eligible_page<'c>(
     if !r.is_get_or_head() {
         return Err(Bypass::Method);
     }
-    if r.has_query() {
-        return Err(Bypass::Query);
-    }
     // credentials mean a private answer, as for a session cookie
     if r.has_credentials() {
         return Err(Bypass::Credentials);
@@ -396,6 +394,9 @@ fn eligible_page<'c>(
         .and_then(|()| page_file_into(uri, rel))
         .map_err(|err: PathError| debug_bypass(r, err))
         .map_err(|()| Bypass::Mapping)?;
+    if r.has_query() {
+        add_page_args(r, conf, rel)?;
+    }
     if !r.predicates_pass(conf.bypass) {
         return Err(Bypass::Predicate);
     }
@@ -403,6 +404,27 @@ fn eligible_page<'c>(
         .as_ref()
         .and_then(|root| expand_root(r, root))
         .ok_or(Bypass::Root)
+}
+
+/// Appends to the page file `rel` the canonical form of the request's key
+/// arguments (`?page=2`), if any are left once the ignored ones are
+/// removed; or says why the request must bypass.
+fn add_page_args(r: &Request, conf: &StaticGenConf, rel: &mut Vec<u8>) -> Result<(), Bypass> {
+    let name_len = rel.len() - rel.iter().rposition(|&b| b == b'/').map_or(0, |at| at + 1);
+    let mut args = Vec::new();
+    let room = ArgRules::room_after(name_len);
+    if let Err(err) = conf
+        .args
+        .page_args(r.raw().args.as_bytes(), room, &mut args)
+    {
+        ngx::ngx_log_debug_http!(r, "static_gen: bypass: {}", err);
+        return Err(Bypass::Args);
+    }
+    if !args.is_empty() {
+        rel.push(b'?');
+        rel.extend_from_slice(&args);
+    }
+    Ok(())
 }
 
 thread_local! {

@@ -131,7 +131,7 @@ fn counters_match_the_requests_and_survive_a_reload() {
         j["requests"]["HIT"] == 4 && j["requests"]["BYPASS"] == 2
     });
     assert_eq!(json["requests"]["MISS"], 2, "{json}");
-    assert_eq!(json["bypasses"]["query"], 1, "{json}");
+    assert_eq!(json["bypasses"]["args"], 1, "{json}");
     assert_eq!(json["bypasses"]["cookie"], 1, "{json}");
     assert_eq!(json["not_stored"]["set_cookie"], 1, "{json}");
     assert_eq!(json["stored_pages"], 1, "{json}");
@@ -179,7 +179,7 @@ fn counters_match_the_requests_and_survive_a_reload() {
     for line in [
         "/a/ MISS:-",
         "/a/ HIT:-",
-        "/a/?q=1 BYPASS:query",
+        "/a/?q=1 BYPASS:args",
         "/private/ MISS:set_cookie",
     ] {
         assert!(log.lines().any(|l| l == line), "{line:?} in\n{log}");

@@ -12,6 +12,7 @@
 //! `stats` the counters' layout and rendering.
 
 pub mod access;
+pub mod args;
 pub mod compress;
 pub mod cookie;
 pub mod encoding;

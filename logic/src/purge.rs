@@ -56,10 +56,12 @@ pub fn purge(tree: &Tree, scope: &Scope, hard: bool) -> Result<Purged, TreeError
         Scope::Uri(uri) => {
             let rel = mapped(tree, uri)?;
             mark(tree, &rel, hard)?;
+            // the mark covers its argument pages too (`PageKeys`)
             if soft {
                 (usize::from(page_exists(tree, &rel)), sweep_later())
             } else {
-                (remove_page(tree, &rel)?, Cleanup::None)
+                let pages = remove_page(tree, &rel)? + remove_arg_pages(tree, &rel)?;
+                (pages, Cleanup::None)
             }
         }
         // O(1) per tag: pages carrying one are stale from now, and deleted
@@ -221,10 +223,15 @@ fn prefix_entries(tree: &Tree, prefix: &[u8]) -> Result<Option<PrefixEntries>, T
             if at_top && name == RESERVED_DIR.as_bytes() {
                 return false;
             }
-            // a page file stands for the URI segment before `.html`; the
-            // directory's own page (`index.html`) is not under the prefix
-            let segment = match name.strip_suffix(PAGE_SUFFIX) {
-                Some(_) if name == INDEX_NAME => return false,
+            // a page file (or an argument page: `?` and its arguments
+            // after it) stands for the URI segment before `.html`; the
+            // directory's own pages (`index.html`) are not under the prefix
+            let page_name = match *kind {
+                FileType::Directory => name,
+                _ => name.split(|&b| b == b'?').next().unwrap_or(name),
+            };
+            let segment = match page_name.strip_suffix(PAGE_SUFFIX) {
+                Some(_) if page_name == INDEX_NAME => return false,
                 Some(page) if *kind != FileType::Directory => page,
                 _ => name,
             };
@@ -267,24 +274,55 @@ fn gone(e: &io::Error) -> bool {
     )
 }
 
+/// The directory of the page file `rel` and its name there, or `None`
+/// where there is none.
+fn existing_page_parent<'a>(
+    tree: &Tree,
+    rel: &'a [u8],
+) -> Result<Option<(OwnedFd, &'a OsStr)>, TreeError> {
+    match tree.page_parent(rel, None) {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(TreeError::io(
+            "open directory of",
+            tree.display_path(rel),
+            e,
+        )),
+    }
+}
+
 /// Removes one page file.
 fn remove_page(tree: &Tree, rel: &[u8]) -> Result<usize, TreeError> {
-    let (dir, name) = match tree.page_parent(rel, None) {
-        Ok(found) => found,
-        Err(e) if gone(&e) => return Ok(0),
-        Err(e) => {
-            return Err(TreeError::io(
-                "open directory of",
-                tree.display_path(rel),
-                e,
-            ))
-        }
+    let Some((dir, name)) = existing_page_parent(tree, rel)? else {
+        return Ok(0);
     };
     match unlinkat(&dir, name, AtFlags::empty()) {
         Ok(()) => Ok(1),
         Err(Errno::NOENT) => Ok(0),
         Err(e) => Err(TreeError::io("unlink", tree.display_path(rel), e)),
     }
+}
+
+/// Removes the argument pages of the page file `rel` (`rel?...`, beside
+/// it in its directory).
+fn remove_arg_pages(tree: &Tree, rel: &[u8]) -> Result<usize, TreeError> {
+    let Some((dir, name)) = existing_page_parent(tree, rel)? else {
+        return Ok(0);
+    };
+    let mut prefix = name.as_bytes().to_vec();
+    prefix.push(b'?');
+    let mut removed = 0;
+    for (entry, kind) in list_dir(tree, dir.as_fd(), rel)? {
+        if kind != FileType::RegularFile || !entry.as_bytes().starts_with(&prefix) {
+            continue;
+        }
+        match unlinkat(&dir, &entry, AtFlags::empty()) {
+            Ok(()) => removed += 1,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(TreeError::io("unlink", tree.display_path(rel), e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// Names and types in the page directory `dir`.
@@ -538,6 +576,48 @@ mod tests {
         assert!(root.0.join("articles/hello.html").exists());
         let again = purge(&tree, &Scope::Uri(b"/articles/hello/".to_vec()), false).unwrap();
         assert_eq!(again.count, 0);
+    }
+
+    #[test]
+    fn prefix_purges_cover_argument_pages_as_their_uris() {
+        let root = Scratch::new("prefix-args");
+        let tree = Tree::open(&root.0).unwrap();
+        pages(
+            &root.0,
+            &[
+                "articles/index.html?page=2",
+                "articles/about.html?page=2",
+                "articles/other.html?page=2",
+            ],
+        );
+        let purged = purge(&tree, &Scope::Prefix(b"/articles/ab".to_vec()), true).unwrap();
+        assert_eq!(purged.count, 1);
+        assert_eq!(
+            remaining(&root.0),
+            ["articles/index.html?page=2", "articles/other.html?page=2"]
+        );
+    }
+
+    #[test]
+    fn uri_purge_removes_the_argument_pages_of_the_page() {
+        let root = Scratch::new("uri-args");
+        let tree = Tree::open(&root.0).unwrap();
+        pages(
+            &root.0,
+            &[
+                "articles/index.html",
+                "articles/index.html?page=2",
+                "articles/index.html?page=3&sort=new",
+                "articles/index.htmlx",
+                "articles/hello/index.html?page=2",
+            ],
+        );
+        let purged = purge(&tree, &Scope::Uri(b"/articles/".to_vec()), false).unwrap();
+        assert_eq!(purged.count, 3);
+        assert_eq!(
+            remaining(&root.0),
+            ["articles/hello/index.html?page=2", "articles/index.htmlx"]
+        );
     }
 
     #[test]

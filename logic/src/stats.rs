@@ -46,8 +46,9 @@ impl Status {
 pub enum Bypass {
     /// Not GET or HEAD.
     Method,
-    /// A query string.
-    Query,
+    /// Query arguments that are neither ignored nor key arguments, or key
+    /// arguments that cannot make one page (`static_gen_key_args`).
+    Args,
     /// A session cookie.
     Cookie,
     /// `Authorization` (credentials mean a private answer).
@@ -67,7 +68,7 @@ pub enum Bypass {
 impl Bypass {
     const ALL: [Bypass; 9] = [
         Bypass::Method,
-        Bypass::Query,
+        Bypass::Args,
         Bypass::Cookie,
         Bypass::Credentials,
         Bypass::Host,
@@ -80,7 +81,7 @@ impl Bypass {
     pub fn label(self) -> &'static str {
         match self {
             Bypass::Method => "method",
-            Bypass::Query => "query",
+            Bypass::Args => "args",
             Bypass::Cookie => "cookie",
             Bypass::Credentials => "credentials",
             Bypass::Host => "host",

@@ -721,3 +721,55 @@ fn form_encoded_space_is_purged() {
         Ok(Scope::Uri(b"/a b/".to_vec()))
     );
 }
+
+// ---- query arguments ----------------------------------------------------
+
+/// One argument as a client may send it: names and values biased towards
+/// escapes, separators and bytes a file name must not hold.
+fn argument() -> impl Strategy<Value = Vec<u8>> {
+    let part = vec(
+        prop_oneof![
+            4 => select(&b"abpage_utm019"[..]),
+            2 => select(&b"%/?=+.~ \0\xc3\xa9#"[..]),
+            1 => any::<u8>(),
+        ],
+        0..12,
+    );
+    (part.clone(), proptest::option::of(part)).prop_map(|(name, value)| match value {
+        Some(value) => [name, b"=".to_vec(), value].concat(),
+        None => name,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The canonical form never leaves the page file's directory, never
+    /// passes the room given, and does not depend on the arguments' order.
+    #[test]
+    fn argument_pages_stay_in_their_directory_and_in_any_order(
+        args in vec(argument(), 0..6),
+        room in 0usize..64,
+    ) {
+        let rules = static_gen_logic::args::ArgRules::new(
+            static_gen_logic::args::TRACKING_ARGS,
+            ["a", "b", "page", "p%", "\u{e9}"],
+        );
+        let query = args.join(&b'&');
+        let mut out = Vec::new();
+        let first = rules.page_args(&query, room, &mut out);
+        if first.is_ok() {
+            prop_assert!(out.len() <= room);
+            prop_assert!(!out.iter().any(|&b| b == b'/' || b == b'?' || b == 0 || b == b'#'));
+            prop_assert!(out.is_empty() || out != b"." && out != b"..");
+        } else {
+            prop_assert!(out.is_empty());
+        }
+        let mut reversed = args.clone();
+        reversed.reverse();
+        let mut again = Vec::new();
+        let second = rules.page_args(&reversed.join(&b'&'), room, &mut again);
+        prop_assert_eq!(first.is_ok(), second.is_ok());
+        prop_assert_eq!(out, again);
+    }
+}

@@ -29,26 +29,34 @@ pub struct PurgeMarks {
     installs: [AtomicU64; BUCKETS],
 }
 
-/// The keys of a page: those of the directories above it, then its own;
-/// on the stack (a HIT allocates nothing).
+/// The keys of a page: those of the directories above it, then, for an
+/// argument page, that of the page of its path, then its own; on the stack
+/// (a HIT allocates nothing).
 #[derive(Debug, Clone, Copy)]
 pub struct PageKeys {
-    keys: [u64; crate::path::MAX_DEPTH + 1],
+    keys: [u64; crate::path::MAX_DEPTH + 2],
     len: usize,
 }
 
 impl PageKeys {
     /// The keys of the page file `rel` (at most `MAX_DEPTH` directories
     /// deep, as `page_file` maps them; deeper ones share the last keys).
+    /// An argument page (`a/index.html?page=2`) has the key of its path's
+    /// page (`a/index.html`) too, so purging that page covers it.
     pub fn of(rel: &[u8]) -> PageKeys {
         let mut keys = PageKeys {
-            keys: [0; crate::path::MAX_DEPTH + 1],
+            keys: [0; crate::path::MAX_DEPTH + 2],
             len: 0,
         };
         let mut hash = Fnv::new();
+        let mut in_args = false;
         for &b in rel {
+            if b == b'?' && !in_args {
+                in_args = true;
+                keys.push(hash.0);
+            }
             hash.push(b);
-            if b == b'/' {
+            if b == b'/' && !in_args {
                 keys.push(hash.0);
             }
         }
@@ -260,6 +268,24 @@ mod tests {
         );
         assert_eq!(keys.page(), path_key(b"articles/hello/index.html"));
         assert_eq!(PageKeys::of(b"a.html").all(), [path_key(b"a.html")]);
+    }
+
+    #[test]
+    fn an_argument_page_has_the_key_of_its_path_page() {
+        let keys = PageKeys::of(b"articles/index.html?page=2");
+        assert_eq!(
+            keys.all(),
+            [
+                path_key(b"articles/"),
+                path_key(b"articles/index.html"),
+                path_key(b"articles/index.html?page=2")
+            ]
+        );
+        // the deepest pages keep their path page's key too
+        let deep = "d/".repeat(crate::path::MAX_DEPTH - 1) + "index.html";
+        let keys = PageKeys::of(format!("{deep}?a=1").as_bytes());
+        let all = keys.all();
+        assert_eq!(all[all.len() - 2], path_key(deep.as_bytes()));
     }
 
     #[test]
