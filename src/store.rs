@@ -1,6 +1,6 @@
 //! The MISS path: header and body filters that tee a storable response into
-//! a temporary file while it streams to the client, and install the page only
-//! when the whole body has passed and the client received it without error.
+//! a temporary file while it streams to the client, and install the page as
+//! soon as the whole body has passed (whatever the client does then).
 //!
 //! The module is loaded dynamically, so its filters sit at the top of the
 //! chains: they see the response as the content handler produced it (before
@@ -247,20 +247,12 @@ fn start_page(
 extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: filters are called with a live request.
     let r = unsafe { Request::from_ngx_http_request(raw) };
-    let mut last = false;
     if let Some(ctx) = ctx::get(r) {
         if let Some(sent) = ctx.replacing {
             return send_fallback_body(r, ctx, chain, sent);
         }
-        if let Some(writer) = ctx.writer.as_mut() {
-            match tee(writer, chain) {
-                Ok(saw_last) => last = saw_last,
-                Err(err) => {
-                    log_tree_error(r.log(), NOT_STORED, &err);
-                    let status = r.raw().headers_out.status;
-                    ctx.refuse_store_of_response(Unstored::of(&err), status);
-                }
-            }
+        if ctx.writer.is_some() {
+            tee_and_install(r, ctx, chain);
         }
     }
 
@@ -268,25 +260,52 @@ extern "C" fn body_filter(raw: *mut ngx_http_request_t, chain: *mut ngx_chain_t)
 
     if let Some(ctx) = ctx::get(r) {
         if ctx.writer.is_some() && (rc == Status::NGX_ERROR.0 || r.connection_error()) {
-            // the client did not get the page: do not keep it either
+            // the body did not arrive whole before the client went away
             ctx.refuse_store(Unstored::ClientAbort);
-        } else if last && !r.body_end_marked() {
+        }
+    }
+    rc
+}
+
+/// Copies the chain into the page being written and, once the body is
+/// complete (its last buffer, and an end the protocol marked), installs
+/// the page at once: a complete body is a complete page whatever the
+/// client does, and the requests that follow (and the lock's waiters)
+/// find it before this client has read it.
+fn tee_and_install(r: &mut Request, ctx: &mut RequestCtx, chain: *mut ngx_chain_t) {
+    let Some(writer) = ctx.writer.as_mut() else {
+        return;
+    };
+    match tee(writer, chain) {
+        Err(err) => {
+            log_tree_error(r.log(), NOT_STORED, &err);
+            let status = r.raw().headers_out.status;
+            ctx.refuse_store_of_response(Unstored::of(&err), status);
+        }
+        // the client may have the whole body, by its Content-Length, before
+        // nginx sends the last buffer: install now
+        Ok(false) if writer.has_announced_length() => install_now(r, ctx),
+        Ok(false) => {}
+        Ok(true) if !r.body_end_marked() && !writer.has_announced_length() => {
             ngx::ngx_log_debug_http!(
                 r,
                 "static_gen: not stored: body ended at a connection close"
             );
             ctx.refuse_store(Unstored::Incomplete);
-        } else if last {
-            if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
-                if let Err(reason) = install(r, writer, miss, &ctx.tags) {
-                    ctx.reason.get_or_insert(Reason::Unstored(reason));
-                }
-            }
-            // installed or not: waiters look now
-            ctx.abandon_store();
+        }
+        Ok(true) => install_now(r, ctx),
+    }
+}
+
+/// Installs the complete page being written.
+fn install_now(r: &Request, ctx: &mut RequestCtx) {
+    if let (Some(writer), Some(miss)) = (ctx.writer.take(), &ctx.miss) {
+        if let Err(reason) = install(r, writer, miss, &ctx.tags) {
+            ctx.reason.get_or_insert(Reason::Unstored(reason));
         }
     }
-    rc
+    // installed or not: waiters look now
+    ctx.abandon_store();
 }
 
 /// The body of the stale page, once, instead of the failed response's

@@ -248,9 +248,11 @@ fn client_abort_is_not_stored() {
 }
 
 #[test]
-fn complete_response_the_client_did_not_receive_is_not_stored() {
+fn complete_response_the_client_did_not_receive_is_stored() {
     // nginx reads the whole response (proxy_ignore_client_abort) but cannot
-    // write it: the client reset the connection while the upstream was slow.
+    // write it: the client reset the connection while the upstream was
+    // slow. The body is complete, so the page is (issue 21: a complete
+    // body is a complete page whatever the client does).
     let up = Upstream::fixed(Plan::new().sleep_ms(300).write(http_response(
         200,
         &[("Content-Type", "text/html")],
@@ -262,13 +264,41 @@ fn complete_response_the_client_did_not_receive_is_not_stored() {
         (&stream)
             .write_all(&build_request("GET", "/ignore/reset", &[], b""))
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        reset(stream);
         assert!(wait_until(TIMEOUT, || up.hits("/ignore/reset") > 0));
-        std::thread::sleep(Duration::from_millis(500));
-        assert_not_stored_under(&nginx, &nginx.path("gen/ignore/reset.html"));
+        reset(stream);
+        let page = nginx.path("gen/ignore/reset.html");
+        assert_eq!(stored_body(&page), b"complete", "buffering {buffering}");
+        assert!(temp_files(&nginx.path("gen")).is_empty());
         up.clear();
     }
+}
+
+/// The page is installed when its body is complete, before the client has
+/// it: the request that follows a MISS at once, in any worker, is a HIT
+/// (before, the install followed the client's write, and the next request
+/// in another worker was a MISS about half the time).
+#[test]
+fn the_request_right_after_a_miss_is_a_hit_in_any_worker() {
+    let body = big_body(20_000);
+    let up = Upstream::fixed(Plan::response(200, &[("Content-Type", "text/html")], &body));
+    let nginx = Nginx::new(CONF)
+        .var("up", up.port())
+        .var("buffering", "on")
+        .workers(4)
+        .start();
+    let port = nginx.port();
+    let mut late = Vec::new();
+    for i in 0..200 {
+        let uri = format!("/next/{i}/");
+        let first = get(port, &uri);
+        assert_eq!(first.sg_status(), "MISS", "{first}");
+        let next = get(port, &uri);
+        if next.sg_status() != "HIT" {
+            late.push(uri);
+        }
+        assert_eq!(next.body, body);
+    }
+    assert!(late.is_empty(), "not HITs: {late:?}");
 }
 
 /// Closes with a RST (SO_LINGER 0), so nginx's next write fails at once.

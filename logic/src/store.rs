@@ -173,6 +173,13 @@ impl PageWriter {
         self.body_written
     }
 
+    /// True once the body has the length the response announced: the
+    /// protocol marks that end, so the page is complete even before the
+    /// upstream module has noticed it.
+    pub fn has_announced_length(&self) -> bool {
+        self.limits.expected == Some(self.body_written)
+    }
+
     /// Renames the complete page to `rel` (a path from
     /// [`crate::path::page_file`]) in `tree`, creating its directories,
     /// and records the install in the shared state; returns the installed
