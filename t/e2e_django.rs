@@ -124,12 +124,12 @@ fn article_pk(site: &Site, uri: &str) -> String {
 }
 
 /// The page of `category`'s listing (`/categories/x/`,
-/// `/categories/x/page/2/`, ...) that shows `article`.
+/// `/categories/x/?page=2`, ...) that shows `article`.
 fn category_page_with(site: &Site, category: &str, article: &str) -> String {
     (1..=10)
         .map(|n| match n {
             1 => category.to_string(),
-            n => format!("{category}page/{n}/"),
+            n => format!("{category}?page={n}"),
         })
         .find(|uri| {
             article_links(&site.get(uri, &Jar::default()).text()).contains(&article.to_string())
@@ -219,8 +219,25 @@ fn anonymous_pages_are_generated_and_served_without_django() {
     // listings, the category, about: all generated
     site.miss_then_hit("/articles/");
     site.miss_then_hit("/articles/page/2/");
-    site.miss_then_hit(&category_of(&html));
+    let category = category_of(&html);
+    site.miss_then_hit(&category);
     site.miss_then_hit("/about/");
+    // a category's pages by query: each a page of its own, and the
+    // tracking arguments of a campaign link are served from it
+    let second = site.miss_then_hit(&format!("{category}?page=2"));
+    let campaign = site.get(
+        &format!("{category}?utm_source=news&page=2&fbclid=x"),
+        &Jar::default(),
+    );
+    assert_eq!(campaign.sg_status(), "HIT", "{campaign}");
+    assert_eq!(campaign.body, second.body);
+    // the old URL of that page moved for good
+    let old = site.get(&format!("{category}page/2/"), &Jar::default());
+    assert_eq!(old.status, 301, "{old}");
+    assert_eq!(
+        old.header("Location"),
+        Some(format!("{category}?page=2").as_str())
+    );
 
     // the HIT is a file: conditional requests work, Django is not asked
     let etag = page.header("ETag").expect("ETag on a HIT").to_string();
@@ -634,7 +651,7 @@ fn editing_an_article_purges_every_page_that_shows_it_and_no_other() {
     let neighbour_category = category_of(&site.get(&neighbour, &Jar::default()).text());
     assert_ne!(category, neighbour_category);
     let other_category_page = if category_page == category {
-        format!("{category}page/2/")
+        format!("{category}?page=2")
     } else {
         category.clone()
     };

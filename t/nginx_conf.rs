@@ -105,6 +105,11 @@ fn django_conf_generates_pages_for_anonymous_visitors() {
     miss_then_hit(&run, "/", &[]);
     miss_then_hit(&run, "/articles/hello/", &[]);
     miss_then_hit(&run, "/categories/django/", &[]);
+    // a listing's pages by ?page= (static_gen_key_args page), campaign
+    // links served from the page without their tracking arguments
+    miss_then_hit(&run, "/categories/django/?page=2", &[]);
+    let campaign = get(port, "/articles/hello/?utm_source=news&fbclid=x");
+    assert_eq!(campaign.sg_status(), "HIT", "{campaign}");
     // the csrftoken cookie alone is no session: still a HIT
     let with_csrf = get_with(port, "/articles/hello/", &[("Cookie", "csrftoken=x")]);
     assert_eq!(with_csrf.sg_status(), "HIT", "{with_csrf}");
@@ -128,7 +133,10 @@ fn django_conf_generates_pages_for_anonymous_visitors() {
         ("POST", post(port, "/articles/hello/", b"name=a&body=b")),
         ("admin", get(port, "/admin/")),
         ("feed", get(port, "/articles/feed/")),
-        ("query string", get(port, "/articles/?page=2")),
+        (
+            "an argument Django may read",
+            get(port, "/articles/?q=nginx"),
+        ),
     ] {
         assert_eq!(r.sg_status(), "BYPASS", "{what}: {r}");
     }

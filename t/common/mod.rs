@@ -1573,13 +1573,18 @@ fn read_request(conn: &mut Conn) -> io::Result<Option<UpstreamRequest>> {
 // ---------------------------------------------------------------------------
 
 /// The page file of `uri`, relative to its root: `index.html` in the
-/// directory of a URI ending in `/`, else the URI with `.html` appended.
+/// directory of a URI ending in `/`, else the URI with `.html` appended;
+/// key arguments (given in canonical form) after a `?`.
 pub fn page_rel(uri: &str) -> String {
-    let rel = uri.trim_start_matches('/');
-    if uri.ends_with('/') {
-        format!("{rel}index.html")
+    let (path, args) = match uri.split_once('?') {
+        Some((path, args)) => (path, format!("?{args}")),
+        None => (uri, String::new()),
+    };
+    let rel = path.trim_start_matches('/');
+    if path.ends_with('/') {
+        format!("{rel}index.html{args}")
     } else {
-        format!("{rel}.html")
+        format!("{rel}.html{args}")
     }
 }
 

@@ -66,17 +66,30 @@ def archive(request, page=1):
 
 
 @require_safe
-def category(request, slug, page=1):
+def category(request, slug):
+    """A category's listing, paginated by query (`?page=2`, which nginx
+    stores as a page of its own: `static_gen_key_args page`)."""
     cat = get_object_or_404(Category, slug=slug)
-    if "page" in request.resolver_match.kwargs and page == 1:
+    number = request.GET.get("page", "1")
+    if not number.isdigit() or number.startswith("0"):
+        raise Http404("no such page")
+    if number == "1" and "page" in request.GET:
         return redirect(cat, permanent=True)
-    page = page_of(articles().filter(category=cat), page)
+    page = page_of(articles().filter(category=cat), int(number))
     static_gen_tags(request, cat, page)  # its name, `blog.article`, each article
     return render(
         request,
         "blog/article_list.html",
-        context(title=cat.name, category=cat, page=page, page_url="category-page"),
+        context(title=cat.name, category=cat, page=page),
     )
+
+
+@require_safe
+def category_page(request, slug, page):
+    """The old URL of a category's page: moved to `?page=` for good."""
+    cat = get_object_or_404(Category, slug=slug)
+    url = cat.get_absolute_url()
+    return redirect(url if page == 1 else f"{url}?page={page}", permanent=True)
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
