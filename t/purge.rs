@@ -201,3 +201,21 @@ fn purge_of_an_empty_or_missing_tree_is_fine() {
         "{r}"
     );
 }
+
+/// Conditional and range headers do not apply to a purge: it always
+/// answers its JSON (nginx's not-modified filter answered `If-None-Match: *`
+/// with an empty 304, and `If-Match` with 412).
+#[test]
+fn conditional_headers_do_not_change_the_reply() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    for header in CONDITIONAL_HEADERS {
+        let raw = build_request("POST", "/_static_gen/purge", &[*header], b"");
+        let r = request(nginx.port(), &raw);
+        assert_eq!(r.status, 200, "{header:?}: {r}");
+        assert!(
+            r.text().starts_with("{\"status\":\"ok\",\"scope\":\"all\""),
+            "{header:?}: {r}"
+        );
+    }
+}

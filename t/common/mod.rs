@@ -40,6 +40,20 @@ pub use service::*;
 /// Timeout for every socket operation and for nginx start/stop.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Conditional and range request headers that nginx's not-modified and
+/// range filters act on (a reply that must always be sent whole ignores
+/// them).
+#[allow(dead_code)]
+pub const CONDITIONAL_HEADERS: &[(&str, &str)] = &[
+    ("If-None-Match", "*"),
+    ("If-None-Match", "\"x\""),
+    ("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT"),
+    ("If-Match", "\"x\""),
+    ("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:01 GMT"),
+    ("Range", "bytes=0-1"),
+    ("If-Range", "\"x\""),
+];
+
 pub const MODULE_FILE: &str = "libngx_http_static_gen_module.so";
 
 // ---------------------------------------------------------------------------
