@@ -25,7 +25,7 @@ use static_gen_logic::access::{parse_access, DEFAULT_FILE_MODE};
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::encoding::{parse_compress, CompressConfig};
 use static_gen_logic::freshness::Lifetimes;
-use static_gen_logic::host::{HostNameError, HostNames};
+use static_gen_logic::host::HostNames;
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::open_pages::{parse_open_cache, OpenCacheConfig};
 use static_gen_logic::rules::parse_types;
@@ -486,24 +486,39 @@ directive_handler!(set_root, |cf, conf, args| {
             NGX_CONF_OK
         }
         // nginx said what is wrong; name the directive too
-        None => cf.emerg(format_args!(
-            "\"static_gen_root\": invalid value \"{}\"",
-            args[1]
-        )),
+        None => invalid_value(cf, &args),
     }
 });
 
 /// `static_gen_bypass` and `static_gen_no_store`: nginx's own predicate
-/// slot, with the variables noted.
+/// slot, with the variables noted; an invalid value is named with its
+/// directive (nginx's own message names neither).
 extern "C" fn set_predicates(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx calls `set` with the configuration being parsed.
-    note_variables(unsafe { &*cf }, unsafe { &*cf }.args());
+    let args = unsafe { &*cf }.args().to_vec();
+    note_variables(unsafe { &*cf }, &args);
     // SAFETY: as above, with the command and this module's configuration.
-    unsafe { ngx_http_set_predicate_slot(cf, cmd, conf) }
+    let rv = unsafe { ngx_http_set_predicate_slot(cf, cmd, conf) };
+    if rv != ngx::core::NGX_CONF_ERROR {
+        return rv;
+    }
+    // SAFETY: as above.
+    invalid_value(unsafe { &*cf }, &args)
+}
+
+/// Fails a directive whose value nginx refused (nginx said why, without
+/// the directive's name): names the directive and its arguments.
+fn invalid_value(cf: &ngx_conf_t, args: &[ngx_str_t]) -> *mut c_char {
+    let values: Vec<String> = args[1..].iter().map(ToString::to_string).collect();
+    cf.emerg(format_args!(
+        "\"{}\": invalid value \"{}\"",
+        args[0],
+        values.join(" ")
+    ))
 }
 
 /// Notes the variables a directive's arguments use, with the directive's
@@ -687,18 +702,7 @@ directive_handler!(set_hosts, |cf, conf, args| set_once(
     cf,
     &mut conf.host_names,
     &args,
-    |words: &[&str]| {
-        let mut names = HostNames::default();
-        for word in words {
-            if word.starts_with('~') {
-                return Err(HostNameError(format!(
-                    "{word}\" (regular expressions are for server_name)"
-                )));
-            }
-            names.add(word.as_bytes())?;
-        }
-        Ok(names)
-    }
+    |words: &[&str]| HostNames::from_directive(words)
 ));
 
 directive_handler!(set_purge, |cf, conf, _args| {

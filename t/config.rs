@@ -258,3 +258,42 @@ fn risky_set_ups_are_named_at_nginx_t() {
     assert!(ok, "{output}");
     assert!(output.contains("without a server_name"), "{output}");
 }
+
+/// A `static_gen_hosts` value that names no host would make every request
+/// bypass, silently: refused.
+#[test]
+fn empty_host_names_are_refused() {
+    for value in ["\"\"", "_", "example.org \"\""] {
+        rejected(
+            &format!("static_gen on; static_gen_root /tmp/x; static_gen_hosts {value};"),
+            &["\"static_gen_hosts\"", "no host"],
+        );
+    }
+    let (ok, output) = config_test(&server(
+        "static_gen on; static_gen_root /tmp/x; static_gen_hosts example.org .example.net;",
+    ));
+    assert!(ok, "{output}");
+}
+
+/// nginx's own message about an invalid variable does not say which
+/// directive; the module's next line does, for every directive that takes
+/// variables.
+#[test]
+fn variable_errors_name_the_directive() {
+    for directive in [
+        "static_gen_bypass",
+        "static_gen_no_store",
+        "static_gen_root",
+    ] {
+        for value in ["$", "/srv/$", "${x", "$;"] {
+            let body = format!("static_gen on; static_gen_root /tmp/y; {directive} {value};")
+                .replace("static_gen_root /tmp/y; static_gen_root", "static_gen_root");
+            let (ok, output) = config_test(&server(&body));
+            assert!(!ok, "accepted: {body}\n{output}");
+            assert!(
+                output.contains(&format!("\"{directive}\": invalid value")),
+                "{body}: the directive is not named in:\n{output}"
+            );
+        }
+    }
+}
