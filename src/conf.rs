@@ -87,6 +87,32 @@ pub(crate) struct StaticGenConf {
     pub hosts: HostRule,
 }
 
+/// The `server` level: where the block is, for warnings about it (nginx
+/// merges its locations at the end of the `http` block).
+#[derive(Debug, Default)]
+pub(crate) struct StaticGenSrvConf {
+    place: String,
+}
+
+/// Creates a `server` level's configuration, noting its place.
+pub(crate) unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let cf = &*cf;
+    // SAFETY: the configuration pool outlives the configuration.
+    let pool = ngx::core::Pool::from_ngx_pool(cf.pool);
+    pool.allocate(StaticGenSrvConf {
+        place: place_of(cf),
+    })
+    .cast()
+}
+
+/// `file:line` of the directive being parsed.
+fn place_of(cf: &ngx_conf_t) -> String {
+    // SAFETY: while a directive is parsed, cf->conf_file is its file.
+    unsafe { cf.conf_file.as_ref() }.map_or_else(String::new, |file| {
+        format!("{}:{}", file.file.name, file.line)
+    })
+}
+
 /// The `http` level: every plain root, for the cleaning at start.
 #[derive(Debug, Default)]
 pub(crate) struct StaticGenMainConf {
@@ -531,10 +557,7 @@ fn note_variables(cf: &ngx_conf_t, args: &[ngx_str_t]) {
     if names.is_empty() {
         return;
     }
-    // SAFETY: while a directive is parsed, cf->conf_file is its file.
-    let place = unsafe { cf.conf_file.as_ref() }.map_or_else(String::new, |file| {
-        format!("{}:{}", file.file.name, file.line)
-    });
+    let place = place_of(cf);
     if let Some(main) = StaticGenModule::main_conf_mut(cf) {
         main.variables_used.push(VariablesUsed {
             directive: args[0].to_string(),
@@ -896,11 +919,17 @@ impl StaticGenConf {
         let server = core::ptr::from_ref(cscf);
         if !main.warned_servers.contains(&server) {
             main.warned_servers.push(server);
-            cf.warn(format_args!(
-                "\"static_gen\" in a server without a server_name that a Host header \
-                 can carry: no request will take part; set \"server_name\" or \
-                 \"static_gen_hosts\""
-            ));
+            let place = StaticGenModule::server_conf(cf).map_or("", |s| s.place.as_str());
+            log_errno(
+                NGX_LOG_WARN,
+                cf.log,
+                0,
+                format_args!(
+                    "\"static_gen\" in a server without a server_name that a Host header \
+                     can carry: no request will take part; set \"server_name\" or \
+                     \"static_gen_hosts\" in {place}"
+                ),
+            );
         }
     }
 

@@ -14,7 +14,7 @@ use nginx_sys::{
     NGX_HTTP_MODULE,
 };
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
 use static_gen_logic::sweep::clean_in_background;
 
 mod access;
@@ -35,7 +35,7 @@ mod tree;
 mod variable;
 mod wait;
 
-use conf::{StaticGenConf, StaticGenMainConf, COMMANDS};
+use conf::{StaticGenConf, StaticGenMainConf, StaticGenSrvConf, COMMANDS};
 
 pub(crate) struct StaticGenModule;
 
@@ -44,7 +44,7 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     postconfiguration: Some(StaticGenModule::postconfiguration),
     create_main_conf: Some(StaticGenModule::create_main_conf),
     init_main_conf: None,
-    create_srv_conf: None,
+    create_srv_conf: Some(conf::create_srv_conf),
     merge_srv_conf: None,
     create_loc_conf: Some(StaticGenModule::create_loc_conf),
     merge_loc_conf: Some(conf::merge_loc_conf),
@@ -114,6 +114,10 @@ extern "C" fn exit_worker(_cycle: *mut ngx_cycle_t) {
 
 unsafe impl HttpModuleMainConf for StaticGenModule {
     type MainConf = StaticGenMainConf;
+}
+
+unsafe impl HttpModuleServerConf for StaticGenModule {
+    type ServerConf = StaticGenSrvConf;
 }
 
 unsafe impl HttpModuleLocationConf for StaticGenModule {

@@ -297,3 +297,31 @@ fn variable_errors_name_the_directive() {
         }
     }
 }
+
+/// The warning about a server without a name cites that server's own file
+/// and line (it cited the end of the `http` block, where nginx merges).
+#[test]
+fn a_server_without_a_name_is_cited_at_its_own_line() {
+    let nginx = Nginx::new(
+        "server { listen 127.0.0.1:{{port}}; server_name localhost; }\n\
+         include {{tmp}}/site.conf;\n\
+         server { listen 127.0.0.1:{{port2}}; server_name example.org; }\n",
+    );
+    let site = nginx.tmp().join("site.conf");
+    std::fs::write(
+        &site,
+        "\n\nserver {\n    listen 127.0.0.1:1;\n    location / { static_gen on; \
+         static_gen_root /tmp/x; }\n}\n",
+    )
+    .unwrap();
+    let (ok, output) = nginx.config_test();
+    assert!(ok, "{output}");
+    let line = output
+        .lines()
+        .find(|l| l.contains("without a server_name"))
+        .unwrap_or_else(|| panic!("no warning in:\n{output}"));
+    assert!(
+        line.ends_with(&format!(" in {}:3", site.display())),
+        "not cited at the server's line: {line}"
+    );
+}
