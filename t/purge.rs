@@ -219,3 +219,30 @@ fn conditional_headers_do_not_change_the_reply() {
         );
     }
 }
+
+/// A purge that fails says why in its reply (the OS error), not only in
+/// the error log: here the worker user cannot create the tree.
+#[test]
+fn a_failed_purge_answers_with_its_reason() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the user directive)");
+        return;
+    }
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF)
+        .var("up", up.port())
+        .user("nobody nogroup")
+        .start();
+    let r = post(nginx.port(), "/_static_gen/purge", b"");
+    assert_eq!(r.status, 500, "{r}");
+    assert_eq!(
+        r.text(),
+        "{\"status\":\"error\",\"error\":\"permission denied\"}\n",
+        "{r}"
+    );
+    assert!(
+        nginx.error_log().contains("static_gen: purge failed"),
+        "{}",
+        nginx.error_log()
+    );
+}

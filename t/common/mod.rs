@@ -294,6 +294,8 @@ pub struct Nginx {
     workers: usize,
     load_module: bool,
     log_level: String,
+    /// `user` (as root, `root` unless set).
+    user: Option<String>,
     tmp: TempDir,
 }
 
@@ -306,6 +308,7 @@ impl Nginx {
             workers: 1,
             load_module: true,
             log_level: std::env::var("STATIC_GEN_LOG_LEVEL").unwrap_or_else(|_| "debug".into()),
+            user: None,
             tmp: TempDir::new(""),
         }
     }
@@ -334,6 +337,14 @@ impl Nginx {
     /// `error_log` level (default `debug`, or `$STATIC_GEN_LOG_LEVEL`).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_string();
+        self
+    }
+
+    /// The `user` directive's arguments (`"nobody nogroup"`), instead of
+    /// `root` when the tests run as root.
+    #[allow(dead_code)]
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.to_string());
         self
     }
 
@@ -387,8 +398,10 @@ impl Nginx {
             let module = checked_module_path();
             conf.push_str(&format!("load_module {};\n", module.display()));
         }
-        if is_root() {
-            conf.push_str("user root;\n");
+        match &self.user {
+            Some(user) => conf.push_str(&format!("user {user};\n")),
+            None if is_root() => conf.push_str("user root;\n"),
+            None => {}
         }
         conf.push_str(&format!(
             "worker_processes {workers};\n\
