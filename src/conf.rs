@@ -117,6 +117,9 @@ fn place_of(cf: &ngx_conf_t) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct StaticGenMainConf {
     pub roots: Vec<PathBuf>,
+    /// Each `static_gen_root` without variables and its place, for the
+    /// check that the worker user can write it.
+    pub static_roots: Vec<(PathBuf, String)>,
     /// Servers already warned about having no names.
     warned_servers: Vec<*const ngx_http_core_srv_conf_t>,
     /// Location roots already warned about holding pages.
@@ -508,6 +511,9 @@ directive_handler!(set_root, |cf, conf, args| {
     }
     match compile_root(cf, value) {
         Some(root) => {
+            if let (Root::Static(path), Some(main)) = (&root, StaticGenModule::main_conf_mut(cf)) {
+                main.static_roots.push((path.clone(), place_of(cf)));
+            }
             conf.root = Some(root);
             NGX_CONF_OK
         }

@@ -34,6 +34,7 @@ mod store;
 mod tree;
 mod variable;
 mod wait;
+mod worker_user;
 
 use conf::{StaticGenConf, StaticGenMainConf, StaticGenSrvConf, COMMANDS};
 
@@ -136,6 +137,7 @@ impl HttpModule for StaticGenModule {
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let cf = &mut *cf;
         conf::warn_unknown_variables(cf);
+        worker_user::warn_unwritable_roots(cf);
         if lookup::install(cf).is_err() {
             return Status::NGX_ERROR.into();
         }

@@ -325,3 +325,68 @@ fn a_server_without_a_name_is_cited_at_its_own_line() {
         "not cited at the server's line: {line}"
     );
 }
+
+/// `nginx -t` warns when the worker user cannot create or write a
+/// `static_gen_root` (every request would be a MISS, the reason only in the
+/// error log), naming the directive, the path, the user and the place.
+#[test]
+fn a_root_the_worker_user_cannot_write_is_named_at_nginx_t() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the user directive)");
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let test = |user: &str, root: &str, prepare: &dyn Fn(&std::path::Path)| {
+        let nginx = Nginx::new(&server(&format!(
+            "static_gen on; static_gen_root {{{{tmp}}}}/{root};"
+        )))
+        .user(user);
+        prepare(nginx.tmp());
+        let tmp = nginx.tmp().to_owned();
+        let (ok, output) = nginx.config_test();
+        assert!(ok, "a warning, not an error: {output}");
+        (tmp, output)
+    };
+    let nothing = |_: &std::path::Path| {};
+    // a missing root under a directory only root may write
+    let (tmp, output) = test("nobody nogroup", "gen", &nothing);
+    assert!(
+        output.contains(&format!(
+            "[warn] \"static_gen_root\" \"{}/gen\": the worker user \"nobody\" cannot create it: \
+             no write permission on \"{}\"",
+            tmp.display(),
+            tmp.display()
+        )),
+        "{output}"
+    );
+    assert!(
+        output.contains(&format!(" in {}/nginx.conf:", tmp.display())),
+        "{output}"
+    );
+    // an existing root the user does not own
+    let (tmp, output) = test("nobody nogroup", "gen", &|tmp| {
+        std::fs::create_dir(tmp.join("gen")).unwrap();
+    });
+    assert!(
+        output.contains(&format!(
+            "\"{}/gen\": the worker user \"nobody\" cannot write it",
+            tmp.display()
+        )),
+        "{output}"
+    );
+    // the user's own root, and root's: nothing to say
+    let (_, output) = test("nobody nogroup", "gen", &|tmp| {
+        std::fs::create_dir(tmp.join("gen")).unwrap();
+        chown(tmp.join("gen"), Some(65534), Some(65534)).unwrap();
+    });
+    assert!(!output.contains("the worker user"), "{output}");
+    let (_, output) = test("root", "gen", &nothing);
+    assert!(!output.contains("the worker user"), "{output}");
+    // a group the user belongs to may write the parent
+    let (_, output) = test("nobody nogroup", "site/gen", &|tmp| {
+        std::fs::create_dir(tmp.join("site")).unwrap();
+        std::fs::set_permissions(tmp.join("site"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        chown(tmp.join("site"), Some(0), Some(65534)).unwrap();
+    });
+    assert!(!output.contains("the worker user"), "{output}");
+}

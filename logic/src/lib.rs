@@ -33,3 +33,4 @@ pub mod throttle;
 pub mod tree;
 pub mod variants;
 pub mod vars;
+pub mod writable;
