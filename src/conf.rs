@@ -26,7 +26,7 @@ use static_gen_logic::args::{parse_ignore_args, parse_key_args, ArgRules, TRACKI
 use static_gen_logic::cookie::SessionCookies;
 use static_gen_logic::encoding::{parse_compress, CompressConfig};
 use static_gen_logic::freshness::Lifetimes;
-use static_gen_logic::host::{HostNameError, HostNames};
+use static_gen_logic::host::HostNames;
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::open_pages::{parse_open_cache, OpenCacheConfig};
 use static_gen_logic::rules::parse_types;
@@ -94,10 +94,39 @@ pub(crate) struct StaticGenConf {
     pub hosts: HostRule,
 }
 
+/// The `server` level: where the block is, for warnings about it (nginx
+/// merges its locations at the end of the `http` block).
+#[derive(Debug, Default)]
+pub(crate) struct StaticGenSrvConf {
+    place: String,
+}
+
+/// Creates a `server` level's configuration, noting its place.
+pub(crate) unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let cf = &*cf;
+    // SAFETY: the configuration pool outlives the configuration.
+    let pool = ngx::core::Pool::from_ngx_pool(cf.pool);
+    pool.allocate(StaticGenSrvConf {
+        place: place_of(cf),
+    })
+    .cast()
+}
+
+/// `file:line` of the directive being parsed.
+fn place_of(cf: &ngx_conf_t) -> String {
+    // SAFETY: while a directive is parsed, cf->conf_file is its file.
+    unsafe { cf.conf_file.as_ref() }.map_or_else(String::new, |file| {
+        format!("{}:{}", file.file.name, file.line)
+    })
+}
+
 /// The `http` level: every plain root, for the cleaning at start.
 #[derive(Debug, Default)]
 pub(crate) struct StaticGenMainConf {
     pub roots: Vec<PathBuf>,
+    /// Each `static_gen_root` without variables and its place, for the
+    /// check that the worker user can write it.
+    pub static_roots: Vec<(PathBuf, String)>,
     /// Servers already warned about having no names.
     warned_servers: Vec<*const ngx_http_core_srv_conf_t>,
     /// Location roots already warned about holding pages.
@@ -504,28 +533,46 @@ directive_handler!(set_root, |cf, conf, args| {
     }
     match compile_root(cf, value) {
         Some(root) => {
+            if let (Root::Static(path), Some(main)) = (&root, StaticGenModule::main_conf_mut(cf)) {
+                main.static_roots.push((path.clone(), place_of(cf)));
+            }
             conf.root = Some(root);
             NGX_CONF_OK
         }
         // nginx said what is wrong; name the directive too
-        None => cf.emerg(format_args!(
-            "\"static_gen_root\": invalid value \"{}\"",
-            args[1]
-        )),
+        None => invalid_value(cf, &args),
     }
 });
 
 /// `static_gen_bypass` and `static_gen_no_store`: nginx's own predicate
-/// slot, with the variables noted.
+/// slot, with the variables noted; an invalid value is named with its
+/// directive (nginx's own message names neither).
 extern "C" fn set_predicates(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx calls `set` with the configuration being parsed.
-    note_variables(unsafe { &*cf }, unsafe { &*cf }.args());
+    let args = unsafe { &*cf }.args().to_vec();
+    note_variables(unsafe { &*cf }, &args);
     // SAFETY: as above, with the command and this module's configuration.
-    unsafe { ngx_http_set_predicate_slot(cf, cmd, conf) }
+    let rv = unsafe { ngx_http_set_predicate_slot(cf, cmd, conf) };
+    if rv != ngx::core::NGX_CONF_ERROR {
+        return rv;
+    }
+    // SAFETY: as above.
+    invalid_value(unsafe { &*cf }, &args)
+}
+
+/// Fails a directive whose value nginx refused (nginx said why, without
+/// the directive's name): names the directive and its arguments.
+fn invalid_value(cf: &ngx_conf_t, args: &[ngx_str_t]) -> *mut c_char {
+    let values: Vec<String> = args[1..].iter().map(ToString::to_string).collect();
+    cf.emerg(format_args!(
+        "\"{}\": invalid value \"{}\"",
+        args[0],
+        values.join(" ")
+    ))
 }
 
 /// Notes the variables a directive's arguments use, with the directive's
@@ -538,10 +585,7 @@ fn note_variables(cf: &ngx_conf_t, args: &[ngx_str_t]) {
     if names.is_empty() {
         return;
     }
-    // SAFETY: while a directive is parsed, cf->conf_file is its file.
-    let place = unsafe { cf.conf_file.as_ref() }.map_or_else(String::new, |file| {
-        format!("{}:{}", file.file.name, file.line)
-    });
+    let place = place_of(cf);
     if let Some(main) = StaticGenModule::main_conf_mut(cf) {
         main.variables_used.push(VariablesUsed {
             directive: args[0].to_string(),
@@ -723,18 +767,7 @@ directive_handler!(set_hosts, |cf, conf, args| set_once(
     cf,
     &mut conf.host_names,
     &args,
-    |words: &[&str]| {
-        let mut names = HostNames::default();
-        for word in words {
-            if word.starts_with('~') {
-                return Err(HostNameError(format!(
-                    "{word}\" (regular expressions are for server_name)"
-                )));
-            }
-            names.add(word.as_bytes())?;
-        }
-        Ok(names)
-    }
+    |words: &[&str]| HostNames::from_directive(words)
 ));
 
 directive_handler!(set_purge, |cf, conf, _args| {
@@ -938,11 +971,17 @@ impl StaticGenConf {
         let server = core::ptr::from_ref(cscf);
         if !main.warned_servers.contains(&server) {
             main.warned_servers.push(server);
-            cf.warn(format_args!(
-                "\"static_gen\" in a server without a server_name that a Host header \
-                 can carry: no request will take part; set \"server_name\" or \
-                 \"static_gen_hosts\""
-            ));
+            let place = StaticGenModule::server_conf(cf).map_or("", |s| s.place.as_str());
+            log_errno(
+                NGX_LOG_WARN,
+                cf.log,
+                0,
+                format_args!(
+                    "\"static_gen\" in a server without a server_name that a Host header \
+                     can carry: no request will take part; set \"server_name\" or \
+                     \"static_gen_hosts\" in {place}"
+                ),
+            );
         }
     }
 

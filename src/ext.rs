@@ -304,7 +304,10 @@ impl BufExt for ngx_buf_t {
 }
 
 /// Sends a whole response from memory: `body` with `status` and
-/// `content_type` (a content handler's last step).
+/// `content_type` (a content handler's last step). The reply is always
+/// sent whole: conditional request headers do not apply to it (without
+/// validators of its own, nginx would answer `If-None-Match: *` with an
+/// empty 304 and `If-Match` with 412).
 pub(crate) fn send_body(
     r: &mut Request,
     status: u32,
@@ -314,6 +317,7 @@ pub(crate) fn send_body(
     let Some(mut buffer) = r.pool().create_buffer_from_str(body) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    r.raw_mut().set_disable_not_modified(1);
     {
         let out = &mut r.raw_mut().headers_out;
         out.status = status as usize;

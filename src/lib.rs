@@ -14,7 +14,7 @@ use nginx_sys::{
     NGX_HTTP_MODULE,
 };
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
 use static_gen_logic::sweep::clean_in_background;
 
 mod access;
@@ -34,8 +34,9 @@ mod store;
 mod tree;
 mod variable;
 mod wait;
+mod worker_user;
 
-use conf::{StaticGenConf, StaticGenMainConf, COMMANDS};
+use conf::{StaticGenConf, StaticGenMainConf, StaticGenSrvConf, COMMANDS};
 
 pub(crate) struct StaticGenModule;
 
@@ -44,7 +45,7 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     postconfiguration: Some(StaticGenModule::postconfiguration),
     create_main_conf: Some(StaticGenModule::create_main_conf),
     init_main_conf: None,
-    create_srv_conf: None,
+    create_srv_conf: Some(conf::create_srv_conf),
     merge_srv_conf: None,
     create_loc_conf: Some(StaticGenModule::create_loc_conf),
     merge_loc_conf: Some(conf::merge_loc_conf),
@@ -116,6 +117,10 @@ unsafe impl HttpModuleMainConf for StaticGenModule {
     type MainConf = StaticGenMainConf;
 }
 
+unsafe impl HttpModuleServerConf for StaticGenModule {
+    type ServerConf = StaticGenSrvConf;
+}
+
 unsafe impl HttpModuleLocationConf for StaticGenModule {
     type LocationConf = StaticGenConf;
 }
@@ -132,6 +137,7 @@ impl HttpModule for StaticGenModule {
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let cf = &mut *cf;
         conf::warn_unknown_variables(cf);
+        worker_user::warn_unwritable_roots(cf);
         if lookup::install(cf).is_err() {
             return Status::NGX_ERROR.into();
         }

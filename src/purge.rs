@@ -12,7 +12,7 @@ use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
 use std::path::{Path, PathBuf};
 
-use static_gen_logic::purge::{purge, reply, Purged};
+use static_gen_logic::purge::{failure_reason, purge, reply, Purged};
 use static_gen_logic::scope::{PurgeArgs, Scope};
 use static_gen_logic::stats::PurgeScope;
 use static_gen_logic::sweep::{clean_up_in_background, Cleanup};
@@ -77,7 +77,11 @@ pub(crate) extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
                 err.errno(),
                 format_args!("static_gen: purge failed: {err}"),
             );
-            send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "purge failed")
+            send_error(
+                r,
+                NGX_HTTP_INTERNAL_SERVER_ERROR,
+                &failure_reason(err.errno()),
+            )
         }
     }
 }

@@ -362,12 +362,15 @@ fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) -> Res
             lock::clear_unstorable(&miss.tree, path_key(&miss.rel));
             let config = miss.conf.compress();
             if !config.is_off() && body_len >= config.min_length as u64 {
-                compress_later(Job {
-                    root: miss.tree.root().to_owned(),
-                    rel: miss.rel.clone(),
-                    version,
-                    config: config.clone(),
-                });
+                compress_later(
+                    r,
+                    Job {
+                        root: miss.tree.root().to_owned(),
+                        rel: miss.rel.clone(),
+                        version,
+                        config: config.clone(),
+                    },
+                );
             }
             Ok(())
         }
@@ -383,13 +386,17 @@ fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) -> Res
 }
 
 /// Hands a page to this worker's compressor thread (started with the
-/// first); with none, or a full queue, the page stays identity only.
-fn compress_later(job: Job) {
+/// first); with none, or a full queue, the page stays identity only. Logs
+/// the variants the thread could not write since the last page.
+fn compress_later(r: &Request, job: Job) {
     thread_local! {
         static COMPRESSOR: Option<Compressor> = Compressor::start().ok();
     }
     COMPRESSOR.with(|c| {
         if let Some(compressor) = c {
+            for err in compressor.failures() {
+                log_tree_error(r.log(), "variants not stored", &err);
+            }
             compressor.submit(job);
         }
     });

@@ -258,3 +258,135 @@ fn risky_set_ups_are_named_at_nginx_t() {
     assert!(ok, "{output}");
     assert!(output.contains("without a server_name"), "{output}");
 }
+
+/// A `static_gen_hosts` value that names no host would make every request
+/// bypass, silently: refused.
+#[test]
+fn empty_host_names_are_refused() {
+    for value in ["\"\"", "_", "example.org \"\""] {
+        rejected(
+            &format!("static_gen on; static_gen_root /tmp/x; static_gen_hosts {value};"),
+            &["\"static_gen_hosts\"", "no host"],
+        );
+    }
+    let (ok, output) = config_test(&server(
+        "static_gen on; static_gen_root /tmp/x; static_gen_hosts example.org .example.net;",
+    ));
+    assert!(ok, "{output}");
+}
+
+/// nginx's own message about an invalid variable does not say which
+/// directive; the module's next line does, for every directive that takes
+/// variables.
+#[test]
+fn variable_errors_name_the_directive() {
+    for directive in [
+        "static_gen_bypass",
+        "static_gen_no_store",
+        "static_gen_root",
+    ] {
+        for value in ["$", "/srv/$", "${x", "$;"] {
+            let body = format!("static_gen on; static_gen_root /tmp/y; {directive} {value};")
+                .replace("static_gen_root /tmp/y; static_gen_root", "static_gen_root");
+            let (ok, output) = config_test(&server(&body));
+            assert!(!ok, "accepted: {body}\n{output}");
+            assert!(
+                output.contains(&format!("\"{directive}\": invalid value")),
+                "{body}: the directive is not named in:\n{output}"
+            );
+        }
+    }
+}
+
+/// The warning about a server without a name cites that server's own file
+/// and line (it cited the end of the `http` block, where nginx merges).
+#[test]
+fn a_server_without_a_name_is_cited_at_its_own_line() {
+    let nginx = Nginx::new(
+        "server { listen 127.0.0.1:{{port}}; server_name localhost; }\n\
+         include {{tmp}}/site.conf;\n\
+         server { listen 127.0.0.1:{{port2}}; server_name example.org; }\n",
+    );
+    let site = nginx.tmp().join("site.conf");
+    std::fs::write(
+        &site,
+        "\n\nserver {\n    listen 127.0.0.1:1;\n    location / { static_gen on; \
+         static_gen_root /tmp/x; }\n}\n",
+    )
+    .unwrap();
+    let (ok, output) = nginx.config_test();
+    assert!(ok, "{output}");
+    let line = output
+        .lines()
+        .find(|l| l.contains("without a server_name"))
+        .unwrap_or_else(|| panic!("no warning in:\n{output}"));
+    assert!(
+        line.ends_with(&format!(" in {}:3", site.display())),
+        "not cited at the server's line: {line}"
+    );
+}
+
+/// `nginx -t` warns when the worker user cannot create or write a
+/// `static_gen_root` (every request would be a MISS, the reason only in the
+/// error log), naming the directive, the path, the user and the place.
+#[test]
+fn a_root_the_worker_user_cannot_write_is_named_at_nginx_t() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the user directive)");
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let test = |user: &str, root: &str, prepare: &dyn Fn(&std::path::Path)| {
+        let nginx = Nginx::new(&server(&format!(
+            "static_gen on; static_gen_root {{{{tmp}}}}/{root};"
+        )))
+        .user(user);
+        prepare(nginx.tmp());
+        let tmp = nginx.tmp().to_owned();
+        let (ok, output) = nginx.config_test();
+        assert!(ok, "a warning, not an error: {output}");
+        (tmp, output)
+    };
+    let nothing = |_: &std::path::Path| {};
+    // a missing root under a directory only root may write
+    let (tmp, output) = test("nobody nogroup", "gen", &nothing);
+    assert!(
+        output.contains(&format!(
+            "[warn] \"static_gen_root\" \"{}/gen\": the worker user \"nobody\" cannot create it: \
+             no write permission on \"{}\"",
+            tmp.display(),
+            tmp.display()
+        )),
+        "{output}"
+    );
+    assert!(
+        output.contains(&format!(" in {}/nginx.conf:", tmp.display())),
+        "{output}"
+    );
+    // an existing root the user does not own
+    let (tmp, output) = test("nobody nogroup", "gen", &|tmp| {
+        std::fs::create_dir(tmp.join("gen")).unwrap();
+    });
+    assert!(
+        output.contains(&format!(
+            "\"{}/gen\": the worker user \"nobody\" cannot write it",
+            tmp.display()
+        )),
+        "{output}"
+    );
+    // the user's own root, and root's: nothing to say
+    let (_, output) = test("nobody nogroup", "gen", &|tmp| {
+        std::fs::create_dir(tmp.join("gen")).unwrap();
+        chown(tmp.join("gen"), Some(65534), Some(65534)).unwrap();
+    });
+    assert!(!output.contains("the worker user"), "{output}");
+    let (_, output) = test("root", "gen", &nothing);
+    assert!(!output.contains("the worker user"), "{output}");
+    // a group the user belongs to may write the parent
+    let (_, output) = test("nobody nogroup", "site/gen", &|tmp| {
+        std::fs::create_dir(tmp.join("site")).unwrap();
+        std::fs::set_permissions(tmp.join("site"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        chown(tmp.join("site"), Some(0), Some(65534)).unwrap();
+    });
+    assert!(!output.contains("the worker user"), "{output}");
+}

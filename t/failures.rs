@@ -139,6 +139,69 @@ fn full_disk_still_serves_and_logs_once_per_cause() {
     nginx.assert_no_alerts();
 }
 
+/// A variant the compressor thread cannot write (the disk has room for the
+/// page, not for the page with its variants) is logged once at `error`
+/// with its path and errno, by the worker (the thread has no nginx log);
+/// the identity page stays and is served.
+#[test]
+fn a_variant_that_does_not_fit_is_logged_once() {
+    const BIG: usize = 300_000;
+    let up = Upstream::start(|req| {
+        let len = if req.path == "/big" { BIG } else { 2048 };
+        Plan::response(200, &[("Content-Type", "text/html")], &text_body(len))
+    });
+    let setup = setup(&up, "small");
+    let nginx;
+    // after the page, its tree's own files and the tmpfs's, 276k are left
+    let Some(_tmpfs) = Mount::tmpfs(&setup.tmp().join("small"), "1m") else {
+        return;
+    };
+    nginx = setup.start();
+    let root = nginx.path("small");
+    let port = nginx.port();
+    assert_eq!(get(port, "/big").sg_status(), "MISS");
+    assert!(wait_until(TIMEOUT, || root.join("big.html").exists()));
+    // the worker logs what its compressor reported when it hands it the
+    // next page
+    let variant_lines = || -> Vec<String> {
+        nginx
+            .log_lines(&["error"])
+            .into_iter()
+            .filter(|l| l.contains("static_gen: variants not stored"))
+            .collect()
+    };
+    let mut n = 0;
+    let logged = wait_until(TIMEOUT, || {
+        n += 1;
+        if n % 20 == 1 {
+            get(port, &format!("/next-{n}"));
+        }
+        !variant_lines().is_empty()
+    });
+    assert!(
+        logged,
+        "no \"variants not stored\" line:\n{}",
+        nginx.error_log()
+    );
+    let line = &variant_lines()[0];
+    assert!(line.contains("No space left on device"), "errno in: {line}");
+    assert!(
+        line.contains(&format!("{}/.static_gen/tmp/", root.display())),
+        "no temp path in: {line}"
+    );
+    assert_no_temp_files(&root);
+    let page = fs::read(root.join("big.html")).unwrap();
+    assert!(
+        page.starts_with(b"static_gen 1\n"),
+        "the identity page stays"
+    );
+    let hit = get_with(port, "/big", &[("Accept-Encoding", "gzip, br")]);
+    assert_eq!(hit.sg_status(), "HIT", "{hit}");
+    assert!(hit.body == text_body(BIG));
+    assert_eq!(variant_lines().len(), 1, "{}", nginx.error_log());
+    nginx.assert_no_alerts();
+}
+
 /// The body of the `n`th response of the racing upstream: every response
 /// has the same length, and its bytes tell which request it answered.
 fn numbered_body(n: usize) -> Vec<u8> {

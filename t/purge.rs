@@ -201,3 +201,48 @@ fn purge_of_an_empty_or_missing_tree_is_fine() {
         "{r}"
     );
 }
+
+/// Conditional and range headers do not apply to a purge: it always
+/// answers its JSON (nginx's not-modified filter answered `If-None-Match: *`
+/// with an empty 304, and `If-Match` with 412).
+#[test]
+fn conditional_headers_do_not_change_the_reply() {
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    for header in CONDITIONAL_HEADERS {
+        let raw = build_request("POST", "/_static_gen/purge", &[*header], b"");
+        let r = request(nginx.port(), &raw);
+        assert_eq!(r.status, 200, "{header:?}: {r}");
+        assert!(
+            r.text().starts_with("{\"status\":\"ok\",\"scope\":\"all\""),
+            "{header:?}: {r}"
+        );
+    }
+}
+
+/// A purge that fails says why in its reply (the OS error), not only in
+/// the error log: here the worker user cannot create the tree.
+#[test]
+fn a_failed_purge_answers_with_its_reason() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the user directive)");
+        return;
+    }
+    let up = versioned_upstream();
+    let nginx = Nginx::new(CONF)
+        .var("up", up.port())
+        .user("nobody nogroup")
+        .start();
+    let r = post(nginx.port(), "/_static_gen/purge", b"");
+    assert_eq!(r.status, 500, "{r}");
+    assert_eq!(
+        r.text(),
+        "{\"status\":\"error\",\"error\":\"permission denied\"}\n",
+        "{r}"
+    );
+    assert!(
+        nginx.error_log().contains("static_gen: purge failed"),
+        "{}",
+        nginx.error_log()
+    );
+}

@@ -198,3 +198,19 @@ fn stats_answers_get_only() {
     assert_eq!(post(nginx.port(), "/_static_gen/stats", b"").status, 405);
     assert_eq!(head(nginx.port(), "/_static_gen/stats").status, 200);
 }
+
+/// Conditional and range headers do not apply to the counters: they are
+/// always sent whole (nginx's not-modified filter answered
+/// `If-None-Match: *` with an empty 304).
+#[test]
+fn conditional_headers_do_not_change_the_reply() {
+    let up = upstream();
+    let nginx = Nginx::new(CONF).var("up", up.port()).start();
+    for header in CONDITIONAL_HEADERS {
+        for uri in ["/_static_gen/stats", "/_static_gen/stats?format=json"] {
+            let r = get_with(nginx.port(), uri, &[*header]);
+            assert_eq!(r.status, 200, "{header:?} {uri}: {r}");
+            assert!(r.text().contains("requests"), "{header:?} {uri}: {r}");
+        }
+    }
+}

@@ -22,13 +22,18 @@ pub struct HostNames {
     prefixes: Vec<Vec<u8>>,
 }
 
-/// A `static_gen_hosts` value that is not a host name.
+/// A `static_gen_hosts` value that is not a host name, and why when the
+/// name alone does not say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostNameError(pub String);
+pub struct HostNameError(pub String, pub Option<&'static str>);
 
 impl std::fmt::Display for HostNameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid host name \"{}\"", self.0)
+        write!(f, "invalid host name \"{}\"", self.0)?;
+        match self.1 {
+            Some(why) => write!(f, " ({why})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -39,7 +44,7 @@ impl HostNames {
     /// `""` and `_` (nginx's "no name") add nothing.
     pub fn add(&mut self, name: &[u8]) -> Result<(), HostNameError> {
         let name = name.to_ascii_lowercase();
-        let invalid = || HostNameError(String::from_utf8_lossy(&name).into_owned());
+        let invalid = || HostNameError(String::from_utf8_lossy(&name).into_owned(), None);
         if name.is_empty() || name == b"_" {
             return Ok(());
         }
@@ -58,6 +63,26 @@ impl HostNames {
             self.exact.push(name);
         }
         Ok(())
+    }
+
+    /// Parses `static_gen_hosts`: names in `server_name` syntax. A regular
+    /// expression, and a value that names no host (`""`, `_`), are errors:
+    /// the latter would make every request bypass.
+    pub fn from_directive<S: AsRef<str>>(words: &[S]) -> Result<HostNames, HostNameError> {
+        let mut names = HostNames::default();
+        for word in words {
+            let word = word.as_ref();
+            let why = if word.starts_with('~') {
+                "regular expressions are for server_name"
+            } else if word.is_empty() || word == "_" {
+                "it names no host: every request would bypass"
+            } else {
+                names.add(word.as_bytes())?;
+                continue;
+            };
+            return Err(HostNameError(word.to_owned(), Some(why)));
+        }
+        Ok(names)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,6 +168,17 @@ mod tests {
             names.add(name.as_bytes()).unwrap();
         }
         names
+    }
+
+    #[test]
+    fn directive_values() {
+        let parsed = HostNames::from_directive(&["Example.org", "*.example.net"]).unwrap();
+        assert_eq!(parsed, names(&["example.org", "*.example.net"]));
+        for bad in [&[""][..], &["_"], &["example.org", ""], &["~^www"]] {
+            assert!(HostNames::from_directive(bad).is_err(), "{bad:?}");
+        }
+        let err = HostNames::from_directive(&[""]).unwrap_err().to_string();
+        assert!(err.contains("names no host"), "{err}");
     }
 
     #[test]

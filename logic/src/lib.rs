@@ -34,3 +34,4 @@ pub mod throttle;
 pub mod tree;
 pub mod variants;
 pub mod vars;
+pub mod writable;

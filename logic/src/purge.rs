@@ -123,6 +123,22 @@ fn page_exists(tree: &Tree, rel: &[u8]) -> bool {
         .is_ok_and(|(dir, name)| statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
 }
 
+/// Why a purge failed, for its reply: the OS error in words
+/// (`permission denied`), or `purge failed` without one.
+pub fn failure_reason(errno: i32) -> String {
+    if errno == 0 {
+        return "purge failed".into();
+    }
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    let reason: String = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => return "purge failed".into(),
+    };
+    reason.replace(['"', '\\'], "")
+}
+
 /// The purge reply: one line of JSON.
 pub fn reply(scope: &Scope, purged: &Purged, removal: &str) -> String {
     let mode = if purged.soft { "soft" } else { "hard" };
@@ -389,6 +405,14 @@ fn move_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_reasons_name_the_os_error() {
+        assert_eq!(failure_reason(libc::EACCES), "permission denied");
+        assert_eq!(failure_reason(libc::EROFS), "read-only file system");
+        assert_eq!(failure_reason(libc::ENOSPC), "no space left on device");
+        assert_eq!(failure_reason(0), "purge failed");
+    }
     use crate::sweep::{clean_up_in_background, remove_stale, tests::tree_files};
     use crate::tree::tests::Scratch;
     use std::fs;

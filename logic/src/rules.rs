@@ -103,22 +103,24 @@ impl std::fmt::Display for TypeError {
 
 impl std::error::Error for TypeError {}
 
-/// Parses `static_gen_types`: `type/subtype` without parameters, or `*`;
-/// lowercased.
+/// Parses `static_gen_types`: `type/subtype` without parameters, `type/*`
+/// (every subtype), or `*` and `*/*` (any type, kept as `*`); lowercased.
 pub fn parse_types<S: AsRef<str>>(types: &[S]) -> Result<Vec<String>, TypeError> {
     types
         .iter()
         .map(|t| {
             let t = t.as_ref();
-            let valid = t == "*"
-                || t.split_once('/').is_some_and(|(main, sub)| {
-                    let token = |s: &str| {
-                        !s.is_empty()
-                            && s.bytes()
-                                .all(|b| b.is_ascii_graphic() && b != b';' && b != b'/')
-                    };
-                    token(main) && token(sub)
-                });
+            if t == "*" || t == "*/*" {
+                return Ok("*".to_owned());
+            }
+            let valid = t.split_once('/').is_some_and(|(main, sub)| {
+                let token = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b';' && b != b'/' && b != b'*')
+                };
+                token(main) && (sub == "*" || token(sub))
+            });
             if valid {
                 Ok(t.to_ascii_lowercase())
             } else {
@@ -137,11 +139,18 @@ pub fn mime_type(content_type: &[u8]) -> &[u8] {
         .trim_ascii()
 }
 
+/// True when `content_type` is one of `types`: `*` lists every type (an
+/// empty one too), `type/*` every subtype of `type`.
 fn type_listed(content_type: &[u8], types: &[impl AsRef<[u8]>]) -> bool {
     let mime = mime_type(content_type);
-    types.iter().any(|t| {
-        let t = t.as_ref();
-        t == b"*" || (!mime.is_empty() && mime.eq_ignore_ascii_case(t))
+    types.iter().any(|t| match t.as_ref() {
+        b"*" => true,
+        t => match t.strip_suffix(b"/*") {
+            Some(main) => mime.iter().position(|&b| b == b'/').is_some_and(|slash| {
+                slash + 1 < mime.len() && mime[..slash].eq_ignore_ascii_case(main)
+            }),
+            None => !mime.is_empty() && mime.eq_ignore_ascii_case(t),
+        },
     })
 }
 
@@ -248,11 +257,59 @@ mod tests {
     #[test]
     fn type_lists() {
         assert_eq!(
-            parse_types(&["text/HTML", "*"]),
-            Ok(vec!["text/html".into(), "*".into()])
+            parse_types(&["text/HTML", "*", "*/*", "Application/*"]),
+            Ok(vec![
+                "text/html".into(),
+                "*".into(),
+                "*".into(),
+                "application/*".into()
+            ])
         );
-        for bad in ["html", "text/html;charset=utf-8", "/html", "text/", "a/b/c"] {
+        for bad in [
+            "html",
+            "text/html;charset=utf-8",
+            "/html",
+            "text/",
+            "a/b/c",
+            "*/html",
+            "text/h*",
+            "**",
+        ] {
             assert!(parse_types(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wildcard_types() {
+        let facts = |content_type| ResponseFacts {
+            content_type,
+            ..page()
+        };
+        let any = parse_types(&["*/*"]).unwrap();
+        for stored in [
+            &b"text/html"[..],
+            b"image/png",
+            b"application/json; x=1",
+            b"",
+        ] {
+            assert_eq!(storable(&facts(stored), &any), Ok(()), "{stored:?}");
+        }
+        let text = parse_types(&["text/*"]).unwrap();
+        for stored in [&b"text/html"[..], b"TEXT/plain; charset=utf-8", b"text/css"] {
+            assert_eq!(storable(&facts(stored), &text), Ok(()), "{stored:?}");
+        }
+        for refused in [
+            &b"application/json"[..],
+            b"texts/html",
+            b"text",
+            b"",
+            b"text/",
+        ] {
+            assert_eq!(
+                storable(&facts(refused), &text),
+                Err(NotStored::ContentType),
+                "{refused:?}"
+            );
         }
     }
 

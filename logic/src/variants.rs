@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryIter, TrySendError};
 
 use rustix::fs::{fstat, openat, Mode, OFlags};
 
@@ -127,25 +127,37 @@ fn uri_of(header: &[u8]) -> &[u8] {
 
 /// A worker's compressor: one thread, a bounded queue. When the queue is
 /// full, a page stays identity only (nginx's own `gzip` still compresses it
-/// per request, where it is on).
+/// per request, where it is on). The thread has no nginx log: its failures
+/// come back to the worker through [`Compressor::failures`].
 pub struct Compressor {
     jobs: SyncSender<Job>,
+    failures: Receiver<TreeError>,
 }
 
 /// Jobs waiting at most.
 const QUEUE: usize = 1024;
 /// Trees the thread keeps open.
 const KEPT_TREES: usize = 64;
+/// Failures kept for the worker to log; more are dropped until it has
+/// read them (the log throttles one cause anyway).
+const KEPT_FAILURES: usize = 16;
 
 impl Compressor {
     /// Starts the thread (signals blocked, a lower priority than the
     /// worker: compressing must not slow down the requests being served).
     pub fn start() -> io::Result<Compressor> {
         let (jobs, queue) = sync_channel(QUEUE);
+        let (failed, failures) = sync_channel(KEPT_FAILURES);
         crate::sweep::spawn_background("static_gen compress", Priority::Nice(10), move || {
-            run(queue)
+            run(queue, failed)
         })?;
-        Ok(Compressor { jobs })
+        Ok(Compressor { jobs, failures })
+    }
+
+    /// The jobs that failed since the last call (a variant not written:
+    /// disk full, ...), for the worker to log.
+    pub fn failures(&self) -> TryIter<'_, TreeError> {
+        self.failures.try_iter()
     }
 
     /// Queues a job; false when the queue is full (or the thread is gone).
@@ -157,7 +169,7 @@ impl Compressor {
     }
 }
 
-fn run(queue: Receiver<Job>) {
+fn run(queue: Receiver<Job>, failed: SyncSender<TreeError>) {
     let mut trees: HashMap<PathBuf, Tree> = HashMap::new();
     for job in queue {
         if !trees.get(&job.root).is_some_and(Tree::is_current) {
@@ -171,7 +183,9 @@ fn run(queue: Receiver<Job>) {
         }
         if let Some(tree) = trees.get(&job.root) {
             // a failure leaves the identity page, which is served as is
-            let _ = add_variants(tree, &job);
+            if let Err(err) = add_variants(tree, &job) {
+                let _ = failed.try_send(err);
+            }
         }
     }
 }
@@ -320,5 +334,30 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no variants made");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_failed_variant_comes_back_to_the_worker() {
+        let root = Scratch::new("variants-failed");
+        let tree = Tree::open(&root.0).unwrap();
+        let job = store(&tree, "f.html", "/f", &html(20_000));
+        // no room for the new file: its temporary directory is a file
+        let tmp = root.0.join(".static_gen/tmp");
+        fs::remove_dir_all(&tmp).unwrap();
+        fs::write(&tmp, b"").unwrap();
+        let compressor = Compressor::start().unwrap();
+        assert!(compressor.submit(job));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let failure = loop {
+            if let Some(failure) = compressor.failures().next() {
+                break failure;
+            }
+            assert!(std::time::Instant::now() < deadline, "no failure reported");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_ne!(failure.errno(), 0, "{failure}");
+        assert!(failure.to_string().contains(".static_gen/tmp"), "{failure}");
+        assert!(compressor.failures().next().is_none(), "reported once");
+        assert!(fs::read(root.0.join("f.html")).unwrap().starts_with(MAGIC));
     }
 }

@@ -40,6 +40,20 @@ pub use service::*;
 /// Timeout for every socket operation and for nginx start/stop.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Conditional and range request headers that nginx's not-modified and
+/// range filters act on (a reply that must always be sent whole ignores
+/// them).
+#[allow(dead_code)]
+pub const CONDITIONAL_HEADERS: &[(&str, &str)] = &[
+    ("If-None-Match", "*"),
+    ("If-None-Match", "\"x\""),
+    ("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT"),
+    ("If-Match", "\"x\""),
+    ("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:01 GMT"),
+    ("Range", "bytes=0-1"),
+    ("If-Range", "\"x\""),
+];
+
 pub const MODULE_FILE: &str = "libngx_http_static_gen_module.so";
 
 // ---------------------------------------------------------------------------
@@ -280,6 +294,8 @@ pub struct Nginx {
     workers: usize,
     load_module: bool,
     log_level: String,
+    /// `user` (as root, `root` unless set).
+    user: Option<String>,
     tmp: TempDir,
 }
 
@@ -292,6 +308,7 @@ impl Nginx {
             workers: 1,
             load_module: true,
             log_level: std::env::var("STATIC_GEN_LOG_LEVEL").unwrap_or_else(|_| "debug".into()),
+            user: None,
             tmp: TempDir::new(""),
         }
     }
@@ -320,6 +337,14 @@ impl Nginx {
     /// `error_log` level (default `debug`, or `$STATIC_GEN_LOG_LEVEL`).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_string();
+        self
+    }
+
+    /// The `user` directive's arguments (`"nobody nogroup"`), instead of
+    /// `root` when the tests run as root.
+    #[allow(dead_code)]
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.to_string());
         self
     }
 
@@ -373,8 +398,10 @@ impl Nginx {
             let module = checked_module_path();
             conf.push_str(&format!("load_module {};\n", module.display()));
         }
-        if is_root() {
-            conf.push_str("user root;\n");
+        match &self.user {
+            Some(user) => conf.push_str(&format!("user {user};\n")),
+            None if is_root() => conf.push_str("user root;\n"),
+            None => {}
         }
         conf.push_str(&format!(
             "worker_processes {workers};\n\
