@@ -30,6 +30,7 @@ use static_gen_logic::host::HostNames;
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::open_pages::{parse_open_cache, OpenCacheConfig};
 use static_gen_logic::rules::parse_types;
+use static_gen_logic::variants::Threads;
 use static_gen_logic::vars::variable_names;
 
 use crate::access::has_access_rules;
@@ -135,6 +136,12 @@ pub(crate) struct StaticGenMainConf {
     variables_used: Vec<VariablesUsed>,
     /// `static_gen_open_cache`.
     open_cache: Option<OpenCacheConfig>,
+    /// `static_gen_compress_threads`.
+    compress_threads: Option<Threads>,
+    /// The plain roots pages are stored in, each with the variants of the
+    /// first location storing there that compresses: what a worker's walk
+    /// looks for.
+    pub compress_roots: Vec<(PathBuf, CompressConfig)>,
     /// The plain roots `static_gen_purge_on_start` empties when nginx
     /// starts, each with the longest `static_gen_stale` of its locations.
     pub purge_on_start: Vec<(PathBuf, u64)>,
@@ -145,6 +152,20 @@ impl StaticGenMainConf {
     /// set).
     pub(crate) fn open_cache(&self) -> OpenCacheConfig {
         self.open_cache.unwrap_or_default()
+    }
+
+    /// `static_gen_compress_threads` (`auto` unless set).
+    pub(crate) fn compress_threads(&self) -> Threads {
+        self.compress_threads.unwrap_or_default()
+    }
+
+    /// Notes the variants `config` of a location storing in `root`.
+    fn note_compress_root(&mut self, root: &PathBuf, config: &CompressConfig) {
+        match self.compress_roots.iter_mut().find(|(r, _)| r == root) {
+            Some((_, known)) if known.is_off() => known.clone_from(config),
+            Some(_) => {}
+            None => self.compress_roots.push((root.clone(), config.clone())),
+        }
     }
 }
 
@@ -309,7 +330,7 @@ static mut AT_LEAST_ONE: ngx_conf_post_t = ngx_conf_post_t {
     post_handler: Some(at_least_one),
 };
 
-pub(crate) static mut COMMANDS: [ngx_command_t; 24] = [
+pub(crate) static mut COMMANDS: [ngx_command_t; 25] = [
     directive(
         ngx_string!("static_gen"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -436,6 +457,15 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 24] = [
     ngx_command_t {
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         ..directive(
+            ngx_string!("static_gen_compress_threads"),
+            NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+            set_compress_threads,
+            0,
+        )
+    },
+    ngx_command_t {
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        ..directive(
             ngx_string!("static_gen_open_cache"),
             NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
             set_open_cache,
@@ -459,17 +489,21 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 24] = [
 
 /// Defines a directive handler: nginx's `set` callback, run on our
 /// configuration with safe references and the directive's arguments (its
-/// name first).
+/// name first). `name: StaticGenMainConf` for a directive of the `http`
+/// level only (`NGX_HTTP_MAIN_CONF_OFFSET`).
 macro_rules! directive_handler {
     ($name:ident, |$cf:ident, $conf:ident, $args:ident| $body:expr) => {
+        directive_handler!($name: StaticGenConf, |$cf, $conf, $args| $body);
+    };
+    ($name:ident: $conf_type:ty, |$cf:ident, $conf:ident, $args:ident| $body:expr) => {
         extern "C" fn $name(
             cf: *mut ngx_conf_t,
             _cmd: *mut ngx_command_t,
             conf: *mut c_void,
         ) -> *mut c_char {
             // SAFETY: nginx calls `set` with the configuration being parsed
-            // and this module's location configuration.
-            let ($cf, $conf) = unsafe { (&mut *cf, &mut *conf.cast::<StaticGenConf>()) };
+            // and this module's configuration of the directive's offset.
+            let ($cf, $conf) = unsafe { (&mut *cf, &mut *conf.cast::<$conf_type>()) };
             let $args = $cf.args().to_vec();
             $body
         }
@@ -741,20 +775,19 @@ directive_handler!(set_access, |cf, conf, args| set_once(
     |words: &[&str]| parse_access(words)
 ));
 
-/// `static_gen_open_cache`, on the `http` level's configuration.
-extern "C" fn set_open_cache(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls `set` with the configuration being parsed and,
-    // for this directive (NGX_HTTP_MAIN_CONF_OFFSET), the main one.
-    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<StaticGenMainConf>()) };
-    let args = cf.args().to_vec();
-    set_once(cf, &mut conf.open_cache, &args, |words: &[&str]| {
-        parse_open_cache(words)
-    })
-}
+directive_handler!(set_open_cache: StaticGenMainConf, |cf, conf, args| set_once(
+    cf,
+    &mut conf.open_cache,
+    &args,
+    |words: &[&str]| parse_open_cache(words)
+));
+
+directive_handler!(set_compress_threads: StaticGenMainConf, |cf, conf, args| set_once(
+    cf,
+    &mut conf.compress_threads,
+    &args,
+    |words: &[&str]| Threads::parse(words[0])
+));
 
 directive_handler!(set_compress, |cf, conf, args| set_once(
     cf,
@@ -819,6 +852,9 @@ pub(crate) unsafe extern "C" fn merge_loc_conf(
                     main.roots.push(path.clone());
                 }
             }
+        }
+        if let (true, Some(Root::Static(path))) = (conf.enabled(), &conf.tree) {
+            main.note_compress_root(path, conf.compress());
         }
     }
     NGX_CONF_OK

@@ -18,6 +18,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModu
 use static_gen_logic::sweep::clean_in_background;
 
 mod access;
+mod compressor;
 mod conf;
 mod ctx;
 mod ext;
@@ -83,9 +84,10 @@ extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     Status::NGX_OK.into()
 }
 
-/// Every worker opens the trees of plain roots and deletes temporary files
-/// of dead workers (one killed while it stored a page is started again);
-/// the first also deletes what a crash may have left in them.
+/// Every worker opens the trees of plain roots, starts its compressor and
+/// deletes temporary files of dead workers (one killed while it stored a
+/// page is started again); the first also deletes what a crash may have
+/// left in them, and has its compressor look for pages without variants.
 extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx passes the live cycle; ngx_worker is set before this.
     let (cycle, worker) = unsafe { (&*cycle, nginx_sys::ngx_worker) };
@@ -95,6 +97,7 @@ extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     notify::open();
     pages::start(cycle, main.open_cache());
     tree::open_at_start(&main.roots);
+    compressor::start(cycle, main, worker);
     if let Err(err) = clean_in_background(main.roots.clone(), worker == 0) {
         log::log_errno(
             nginx_sys::NGX_LOG_ALERT,

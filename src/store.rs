@@ -24,8 +24,9 @@ use static_gen_logic::stats::{Reason, Unstored};
 use static_gen_logic::store::{PageLimits, PageWriter};
 use static_gen_logic::tags::{TagError, Tags};
 use static_gen_logic::tree::{path_key, TreeError};
-use static_gen_logic::variants::{Compressor, Job};
+use static_gen_logic::variants::Job;
 
+use crate::compressor;
 use crate::ctx::{self, HitPage, LookupStatus, MissPage, RequestCtx};
 use crate::ext::{chain_bufs, chain_bufs_mut, BufData, BufExt, RequestExt};
 use crate::hit;
@@ -367,7 +368,7 @@ fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) -> Res
                     Job {
                         root: miss.tree.root().to_owned(),
                         rel: miss.rel.clone(),
-                        version,
+                        version: Some(version),
                         config: config.clone(),
                     },
                 );
@@ -385,19 +386,8 @@ fn install(r: &Request, writer: PageWriter, miss: &MissPage, tags: &Tags) -> Res
     }
 }
 
-/// Hands a page to this worker's compressor thread (started with the
-/// first); with none, or a full queue, the page stays identity only. Logs
-/// the variants the thread could not write since the last page.
+/// Hands a page to this worker's compressor: its first variants are made
+/// at once, better ones when the compressor is idle. The MISS never waits.
 fn compress_later(r: &Request, job: Job) {
-    thread_local! {
-        static COMPRESSOR: Option<Compressor> = Compressor::start().ok();
-    }
-    COMPRESSOR.with(|c| {
-        if let Some(compressor) = c {
-            for err in compressor.failures() {
-                log_tree_error(r.log(), "variants not stored", &err);
-            }
-            compressor.submit(job);
-        }
-    });
+    compressor::submit(r.log(), job);
 }

@@ -81,14 +81,15 @@ fn start(up: &Upstream, compress: &str, extra: &str) -> NginxHandle {
         .start()
 }
 
-/// Stores `uri` and waits until its variants are in its file.
-fn stored_with_variants(nginx: &NginxHandle, uri: &str) {
+/// Stores `uri` and waits until its variants are in its file, made at
+/// `levels` (the configured ones: after the first, fast pass, the second).
+fn stored_with_variants(nginx: &NginxHandle, uri: &str, want: &str) {
     assert_eq!(get(nginx.port(), uri).sg_status(), "MISS");
     let page = nginx.page(uri);
     assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read(&page)
-            .is_ok_and(|f| f.starts_with(b"static_gen 2\n"))),
-        "no variants made for {uri}:\n{}",
+        wait_until(Duration::from_secs(30), || levels(&page) == want),
+        "no variants made at {want} for {uri}: {}\n{}",
+        levels(&page),
         nginx.error_log()
     );
 }
@@ -120,7 +121,7 @@ fn hit(port: u16, uri: &str, accept: Option<&str>) -> Response {
 fn every_variant_decodes_to_the_page() {
     let up = app(20_000);
     let nginx = start(&up, "gzip br zstd", "");
-    stored_with_variants(&nginx, "/a/");
+    stored_with_variants(&nginx, "/a/", "gzip=9 br=11 zstd=19");
     let identity = html(20_000);
     for (accept, expected) in [
         (None, None),
@@ -152,7 +153,7 @@ fn every_variant_decodes_to_the_page() {
 fn negotiation_follows_rfc_9110() {
     let up = app(20_000);
     let nginx = start(&up, "gzip br", "");
-    stored_with_variants(&nginx, "/n/");
+    stored_with_variants(&nginx, "/n/", "gzip=9 br=11");
     for (accept, expected) in [
         ("gzip, deflate, br, zstd", Some("br")),
         ("GZIP, BR", Some("br")),
@@ -177,7 +178,7 @@ fn negotiation_follows_rfc_9110() {
 fn each_variant_has_its_own_etag_304_head_and_ranges() {
     let up = app(20_000);
     let nginx = start(&up, "gzip br", "");
-    stored_with_variants(&nginx, "/e/");
+    stored_with_variants(&nginx, "/e/", "gzip=9 br=11");
     let port = nginx.port();
     let gz = hit(port, "/e/", Some("gzip"));
     let br = hit(port, "/e/", Some("br"));
@@ -287,7 +288,7 @@ fn purges_remove_every_variant() {
         ("?prefix=/p/", "/p/b/"),
         ("", "/c/"),
     ] {
-        stored_with_variants(&nginx, uri);
+        stored_with_variants(&nginx, uri, "gzip=9 br=11");
         let r = post(port, &format!("/_static_gen/purge{query}"), b"");
         assert_eq!(r.status, 200, "{r}");
         let after = get_with(port, uri, &[("Accept-Encoding", "br")]);
@@ -311,9 +312,8 @@ fn a_miss_does_not_wait_for_compression() {
     assert_eq!(miss.body.len(), 400_000);
     let page = nginx.page("/big/");
     assert!(
-        wait_until(Duration::from_secs(120), || std::fs::read(&page)
-            .is_ok_and(|f| f.starts_with(b"static_gen 2\n"))),
-        "no variants made"
+        wait_until(Duration::from_secs(120), || levels(&page) == "br=11"),
+        "no brotli 11 variant made"
     );
     let compression = started.elapsed() - miss_time;
     eprintln!("MISS {miss_time:?}, its variant ready {compression:?} later");
@@ -356,4 +356,216 @@ fn a_worker_killed_while_compressing_leaves_no_half_variant() {
         decode(r.header("Content-Encoding"), &r.body),
         html(3_000_000)
     );
+}
+
+/// The header lines of a page file, variants included (empty: no page).
+fn header_lines(page: &std::path::Path) -> Vec<String> {
+    let file = std::fs::read(page).unwrap_or_default();
+    let end = file.windows(2).position(|w| w == b"\n\n").unwrap_or(0);
+    String::from_utf8_lossy(&file[..end])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `levels:` line of a page file: what its variants were made at
+/// (empty: no variants, or no page).
+fn levels(page: &std::path::Path) -> String {
+    header_lines(page)
+        .iter()
+        .find_map(|line| line.strip_prefix("levels: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The length of the `encoding` variant a page file holds.
+fn variant_len(page: &std::path::Path, encoding: &str) -> Option<u64> {
+    header_lines(page).iter().find_map(|line| {
+        let rest = line.strip_prefix("variant: ")?;
+        let mut words = rest.split(' ');
+        (words.next()? == encoding).then(|| words.nth(1)?.parse().ok())?
+    })
+}
+
+/// A HIT of `uri` with `Accept-Encoding: br` decodes to `body`.
+fn br_hit_decodes(nginx: &NginxHandle, uri: &str, body: &[u8]) {
+    let r = hit(nginx.port(), uri, Some("br"));
+    assert_eq!(r.header("Content-Encoding"), Some("br"), "{uri}");
+    assert_eq!(decode(Some("br"), &r.body), body, "{uri}");
+}
+
+#[test]
+fn a_new_page_gets_fast_variants_at_once_then_the_configured_ones() {
+    // brotli 11 over 200 KB takes a good part of a second; the fast levels
+    // milliseconds
+    let up = app(200_000);
+    let nginx = start(&up, "gzip br", "");
+    assert_eq!(get(nginx.port(), "/fast/").sg_status(), "MISS");
+    let stored = Instant::now();
+    let page = nginx.page("/fast/");
+    let mut first = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            first = levels(&page);
+            !first.is_empty()
+        }),
+        "no variants made:\n{}",
+        nginx.error_log()
+    );
+    let delay = stored.elapsed();
+    eprintln!("first variants {delay:?} after the store: {first}");
+    assert_eq!(first, "gzip=6 br=6", "the first variants are the fast ones");
+    assert!(
+        delay < Duration::from_secs(1),
+        "first variants after {delay:?}"
+    );
+    let fast_br = variant_len(&page, "br").unwrap();
+    br_hit_decodes(&nginx, "/fast/", &html(200_000));
+    // then, the compressor idle, the configured levels replace them
+    assert!(
+        wait_until(Duration::from_secs(120), || levels(&page) == "gzip=9 br=11"),
+        "no second pass: {}",
+        levels(&page)
+    );
+    let better_br = variant_len(&page, "br").unwrap();
+    eprintln!("brotli 6: {fast_br} bytes, brotli 11: {better_br} bytes");
+    assert!(better_br < fast_br, "{better_br} not below {fast_br}");
+    br_hit_decodes(&nginx, "/fast/", &html(200_000));
+    let r = hit(nginx.port(), "/fast/", Some("gzip"));
+    assert_eq!(decode(Some("gzip"), &r.body), html(200_000));
+    assert_eq!(up.hit_count(), 1, "one upstream request");
+}
+
+#[test]
+fn levels_at_or_below_the_fast_ones_are_made_once() {
+    let up = app(40_000);
+    let nginx = start(&up, "gzip=1 br=4", "");
+    stored_with_variants(&nginx, "/once/", "gzip=1 br=4");
+    let page = nginx.page("/once/");
+    let version = std::fs::metadata(&page).unwrap();
+    // a second pass would replace the file: a new HIT answers as before
+    br_hit_decodes(&nginx, "/once/", &html(40_000));
+    use std::os::unix::fs::MetadataExt;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::metadata(&page).unwrap().ino(), version.ino());
+}
+
+/// Writes `count` pages under `/lost/` as a MISS leaves them before their
+/// variants are made: what a worker's queue held when it was dropped.
+fn identity_pages(root: &std::path::Path, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let uri = format!("/lost/{i}/");
+            let path = root.join(page_rel(&uri));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let header = format!("static_gen 1\ncontent-type: text/html\nuri: {uri}\n\n");
+            std::fs::write(&path, [header.as_bytes(), &html(30_000)].concat()).unwrap();
+            uri
+        })
+        .collect()
+}
+
+/// Waits until every page of `uris` has its variants at `want`.
+fn all_at_levels(nginx: &NginxHandle, root: &std::path::Path, uris: &[String], want: &str) {
+    let behind = || {
+        uris.iter()
+            .filter(|uri| levels(&root.join(page_rel(uri))) != want)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || behind() == 0),
+        "{} of {} pages without variants at {want}:\n{}",
+        behind(),
+        uris.len(),
+        nginx.error_log()
+    );
+}
+
+#[test]
+fn after_a_reload_pages_without_variants_get_them_from_the_new_workers() {
+    let up = app(30_000);
+    let mut nginx = Nginx::new(CONF)
+        .var("up", up.port())
+        .var("compress", "gzip br")
+        .var("extra", "")
+        .workers(2)
+        .start();
+    stored_with_variants(&nginx, "/seen/", "gzip=9 br=11");
+    let root = nginx.path("gen");
+    let mut uris = identity_pages(&root, 20);
+    // and pages whose MISS queued them just before the reload
+    for i in 0..20 {
+        let uri = format!("/queued/{i}/");
+        assert_eq!(get(nginx.port(), &uri).sg_status(), "MISS");
+        uris.push(uri);
+    }
+    nginx.reload().unwrap();
+    all_at_levels(&nginx, &root, &uris, "gzip=9 br=11");
+    for uri in &uris[..3] {
+        br_hit_decodes(&nginx, uri, &html(30_000));
+    }
+    nginx.assert_no_alerts();
+}
+
+#[test]
+fn after_a_quit_pages_without_variants_get_them_from_the_next_nginx() {
+    let up = app(30_000);
+    let mut first = start(&up, "gzip br", "");
+    stored_with_variants(&first, "/seen/", "gzip=9 br=11");
+    let root = first.path("gen");
+    let uris = identity_pages(&root, 20);
+    first.stop();
+    let conf = CONF.replace("{{tmp}}/gen", &root.display().to_string());
+    let next = Nginx::new(&conf)
+        .var("up", up.port())
+        .var("compress", "gzip br")
+        .var("extra", "")
+        .start();
+    all_at_levels(&next, &root, &uris, "gzip=9 br=11");
+    br_hit_decodes(&next, &uris[0], &html(30_000));
+}
+
+#[test]
+fn compress_threads_directive() {
+    let http = |threads: &str| {
+        format!(
+            "{threads} server {{ listen 127.0.0.1:{{{{port}}}}; location / {{ static_gen on; \
+             static_gen_root {{{{tmp}}}}/gen; proxy_pass http://127.0.0.1:9; }} }}"
+        )
+    };
+    for good in [
+        "",
+        "static_gen_compress_threads auto;",
+        "static_gen_compress_threads 3;",
+    ] {
+        let (ok, output) = config_test(&http(good));
+        assert!(ok, "{good}\n{output}");
+    }
+    for (bad, expected) in [
+        ("static_gen_compress_threads 0;", "invalid value \"0\""),
+        ("static_gen_compress_threads 65;", "invalid value \"65\""),
+        (
+            "static_gen_compress_threads many;",
+            "invalid value \"many\"",
+        ),
+        (
+            "static_gen_compress_threads 1 2;",
+            "invalid number of arguments",
+        ),
+        (
+            "static_gen_compress_threads 1; static_gen_compress_threads 2;",
+            "duplicate",
+        ),
+    ] {
+        let (ok, output) = config_test(&http(bad));
+        assert!(!ok, "accepted: {bad}");
+        assert!(output.contains("static_gen_compress_threads"), "{output}");
+        assert!(output.contains(expected), "{expected} not in {output}");
+    }
+    let (ok, output) = config_test(
+        "server { listen 127.0.0.1:{{port}}; static_gen_compress_threads 2; \
+         location / { static_gen on; static_gen_root {{tmp}}/gen; } }",
+    );
+    assert!(!ok);
+    assert!(output.contains("\"static_gen_compress_threads\" directive is not allowed here"));
 }

@@ -197,7 +197,7 @@ const FLATE2_BACKEND: &str = "miniz_oxide";
 
 fn compressors() -> Vec<(String, Encoding, Compressor)> {
     let mut all: Vec<(String, Encoding, Compressor)> = Vec::new();
-    for level in [6, 9] {
+    for level in [1, 4, 6, 9] {
         all.push((
             format!("gzip flate2 {level}"),
             Encoding::Gzip,
@@ -207,7 +207,7 @@ fn compressors() -> Vec<(String, Encoding, Compressor)> {
             }),
         ));
     }
-    for quality in [5, 9, 11] {
+    for quality in [3, 4, 5, 6, 9, 11] {
         all.push((
             format!("br brotli(rust) {quality}"),
             Encoding::Br,
@@ -217,7 +217,7 @@ fn compressors() -> Vec<(String, Encoding, Compressor)> {
             }),
         ));
     }
-    for level in [3, 9, 19, 22] {
+    for level in [1, 3, 6, 9, 19, 22] {
         all.push((
             format!("zstd zstd(C) {level}"),
             Encoding::Zstd,
@@ -265,7 +265,7 @@ fn others(all: &mut Vec<(String, Encoding, Compressor)>) {
             }),
         ));
     }
-    for quality in [5, 9, 11] {
+    for quality in [3, 4, 5, 6, 9, 11] {
         all.push((
             format!("br brotlic(C) {quality}"),
             Encoding::Br,

@@ -191,14 +191,14 @@ pub fn compress_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::encoding::{parse_compress, DEFAULT_MIN_LENGTH};
     use crate::tree::tests::Scratch;
     use Encoding::{Br, Gzip, Zstd};
 
     /// An HTML page of about `len` bytes, the same every time.
-    fn html(len: usize) -> Vec<u8> {
+    pub(crate) fn html(len: usize) -> Vec<u8> {
         const WORDS: &[&str] = &[
             "static",
             "pages",

@@ -24,9 +24,16 @@
 //! identity: 20480
 //! variant: br 20480 4100
 //! variant: gzip 24580 5210
+//! levels: br=5 gzip=6
 //!
 //! <!doctype html>...<brotli bytes><gzip bytes>
 //! ```
+//!
+//! `levels:` says what the variants were made at, in `static_gen_compress`
+//! words (every coding tried, kept or not): a page's first variants are made
+//! at fast levels, and made again at the configured ones when the
+//! compressor is idle (`variants`). Pages written before it have none: they
+//! were made at the configured levels. Readers skip lines they do not know.
 
 use crate::encoding::Encoding;
 
@@ -98,6 +105,9 @@ pub struct PageHeader<'a> {
     /// runs to the end of the file).
     pub identity_len: Option<u64>,
     pub variants: Variants,
+    /// The `levels:` line's value: what the variants were made at, or
+    /// empty.
+    pub levels: &'a [u8],
 }
 
 /// Why a header cannot be written or read.
@@ -151,13 +161,15 @@ pub fn encode_header(content_type: &[u8], uri: &[u8], tags: &[u8]) -> Result<Vec
 }
 
 /// Renders the header of a page file holding `variants` (encoding and
-/// length, in the order they follow the identity body).
+/// length, in the order they follow the identity body), made at `levels`
+/// (a `levels:` line; none when empty).
 pub fn encode_variants_header(
     content_type: &[u8],
     uri: &[u8],
     tags: &[u8],
     identity_len: u64,
     variants: &[(Encoding, u64)],
+    levels: &str,
 ) -> Result<Vec<u8>, HeaderError> {
     let identity = encode_header(content_type, uri, tags)?;
     let mut header = MAGIC_VARIANTS.to_vec();
@@ -168,6 +180,12 @@ pub fn encode_variants_header(
     for &(encoding, len) in variants {
         header.extend_from_slice(format!("variant: {encoding} {start} {len}\n").as_bytes());
         start += len;
+    }
+    if !levels.is_empty() {
+        if levels.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(HeaderError::Unwritable);
+        }
+        header.extend_from_slice(format!("levels: {levels}\n").as_bytes());
     }
     header.push(b'\n');
     if header.len() > MAX_HEADER_LEN {
@@ -192,6 +210,7 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
         body_offset: magic.len() + end + 2,
         identity_len: None,
         variants: Variants::default(),
+        levels: b"",
     };
     let mut content_type = None;
     for line in rest[..end].split(|&b| b == b'\n') {
@@ -204,6 +223,8 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
         } else if let Some(value) = line.strip_prefix(b"variant: ").filter(|_| with_variants) {
             let (encoding, range) = variant(value).ok_or(HeaderError::Foreign)?;
             header.variants.set(encoding, range);
+        } else if let Some(value) = line.strip_prefix(b"levels: ").filter(|_| with_variants) {
+            header.levels = value;
         }
     }
     if with_variants && header.identity_len.is_none() {
@@ -301,12 +322,14 @@ mod tests {
             b"",
             20480,
             &[(Encoding::Br, 4100), (Encoding::Gzip, 5210)],
+            "br=5 gzip=6",
         )
         .unwrap();
         assert!(header.starts_with(b"static_gen 2\ncontent-type: text/html\nuri: /a/\n"));
         let decoded = decode_header(&header).unwrap();
         assert_eq!(decoded.body_offset, header.len());
         assert_eq!(decoded.identity_len, Some(20480));
+        assert_eq!(decoded.levels, b"br=5 gzip=6");
         assert_eq!(
             decoded.variants.get(Encoding::Br),
             Some(VariantRange {
@@ -374,6 +397,7 @@ mod tests {
             b"article-1 home",
             10,
             &[(Encoding::Gzip, 4)],
+            "",
         )
         .unwrap();
         let decoded = decode_header(&with_variants).unwrap();
@@ -382,7 +406,7 @@ mod tests {
         // 16 KB of tags and a long URI fit
         let tags = vec![b'x'; 16 * 1024];
         let uri = [&b"/"[..], &[b'u'; 2047]].concat();
-        let long = encode_variants_header(b"text/html", &uri, &tags, 1, &[]).unwrap();
+        let long = encode_variants_header(b"text/html", &uri, &tags, 1, &[], "").unwrap();
         assert_eq!(decode_header(&long).unwrap().tags, &tags[..]);
         assert_eq!(
             encode_header(b"text/html", b"/", b"a\nb"),

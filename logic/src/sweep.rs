@@ -226,16 +226,19 @@ fn entries(dir: BorrowedFd) -> Vec<(OsString, FileType)> {
 /// walk started, and status.
 type Doomed<'a> = dyn Fn(BorrowedFd, &[u8], &Stat) -> bool + 'a;
 
-/// Deletes the files under `dir` (at `rel` from where the walk started)
-/// that `doomed` selects, and the directories left empty (skipping the
-/// reserved directory when `dir` is a root).
-fn remove_under(
-    dir: BorrowedFd,
-    rel: &mut Vec<u8>,
-    doomed: &Doomed<'_>,
-    is_root: bool,
-    pace: &mut Pace,
-) {
+/// What a walk of a tree does with what it finds.
+pub(crate) trait Visit {
+    /// A file that is not a directory (`rel`: its path from where the walk
+    /// started; `name`: its name in `dir`).
+    fn file(&mut self, dir: BorrowedFd, rel: &[u8], name: &OsStr);
+    /// A directory (`name` in `dir`) whose contents were all visited.
+    fn left(&mut self, _dir: BorrowedFd, _name: &OsStr) {}
+}
+
+/// Visits what is under `dir` (at `rel` from where the walk started),
+/// depth first, never through a symbolic link, skipping the reserved
+/// directory when `dir` is a root.
+pub(crate) fn walk(dir: BorrowedFd, rel: &mut Vec<u8>, is_root: bool, visit: &mut dyn Visit) {
     for (name, kind) in entries(dir) {
         if is_root && name == RESERVED_DIR {
             continue;
@@ -252,24 +255,52 @@ fn remove_under(
         if kind == FileType::Directory {
             rel.push(b'/');
             if let Ok(child) = open_subdir(dir, &name) {
-                remove_under(child.as_fd(), rel, doomed, false, pace);
+                walk(child.as_fd(), rel, false, visit);
             }
-            // fails, as it should, when new pages arrived meanwhile
-            pace.remove_dir(dir, &name);
-            pace.step();
+            visit.left(dir, &name);
         } else {
-            // checked and removed under the tree lock: an install renames a
-            // new page over this name under it
-            let removed = pace.locked(|| {
-                let doomed = statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|s| doomed(dir, rel, &s));
-                doomed && unlinkat(dir, &name, AtFlags::empty()).is_ok()
-            });
-            if removed {
-                pace.step();
-            }
+            visit.file(dir, rel, &name);
         }
         rel.truncate(len);
+    }
+}
+
+/// Deletes the files under `dir` (at `rel` from where the walk started)
+/// that `doomed` selects, and the directories left empty (skipping the
+/// reserved directory when `dir` is a root).
+fn remove_under(
+    dir: BorrowedFd,
+    rel: &mut Vec<u8>,
+    doomed: &Doomed<'_>,
+    is_root: bool,
+    pace: &mut Pace,
+) {
+    walk(dir, rel, is_root, &mut Remover { doomed, pace });
+}
+
+struct Remover<'a, 'b, 'c> {
+    doomed: &'a Doomed<'b>,
+    pace: &'a mut Pace<'c>,
+}
+
+impl Visit for Remover<'_, '_, '_> {
+    fn file(&mut self, dir: BorrowedFd, rel: &[u8], name: &OsStr) {
+        // checked and removed under the tree lock: an install renames a
+        // new page over this name under it
+        let removed = self.pace.locked(|| {
+            let doomed = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| (self.doomed)(dir, rel, &s));
+            doomed && unlinkat(dir, name, AtFlags::empty()).is_ok()
+        });
+        if removed {
+            self.pace.step();
+        }
+    }
+
+    fn left(&mut self, dir: BorrowedFd, name: &OsStr) {
+        // fails, as it should, when new pages arrived meanwhile
+        self.pace.remove_dir(dir, name);
+        self.pace.step();
     }
 }
 
