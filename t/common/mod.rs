@@ -1623,7 +1623,8 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
 /// Splits a page file into its header and identity body, as the page was
 /// installed: once its compressed variants are made (in the background),
 /// the file holds them after the identity body and its header says where
-/// (`static_gen 2`, `identity:` and `variant:` lines); those are left out.
+/// and how (`static_gen 2`, `identity:`, `variant:` and `levels:` lines);
+/// those are left out.
 pub fn split_page(file: &[u8]) -> (String, Vec<u8>) {
     let end = file
         .windows(2)
@@ -1640,7 +1641,11 @@ pub fn split_page(file: &[u8]) -> (String, Vec<u8>) {
     let installed: String = header
         .replacen("static_gen 2\n", "static_gen 1\n", 1)
         .lines()
-        .filter(|l| !l.starts_with("identity: ") && !l.starts_with("variant: "))
+        .filter(|l| {
+            !l.starts_with("identity: ")
+                && !l.starts_with("variant: ")
+                && !l.starts_with("levels: ")
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     (installed, body.to_vec())
