@@ -33,6 +33,18 @@ const CONF: &str = r#"
             static_gen_types text/html application/json;
             proxy_pass http://127.0.0.1:{{up}};
         }
+        location /any/ {
+            static_gen on;
+            static_gen_types */*;
+            proxy_pass http://127.0.0.1:{{up}};
+        }
+        location /text/ {
+            static_gen on;
+            static_gen_types text/*;
+            add_header X-Static-Gen $static_gen_status always;
+            add_header X-Static-Gen-Reason $static_gen_reason always;
+            proxy_pass http://127.0.0.1:{{up}};
+        }
         location /small/ {
             static_gen on;
             static_gen_max_size 1k;
@@ -173,6 +185,28 @@ fn only_configured_types_are_stored_with_their_exact_type() {
         hit.header("Content-Type"),
         Some("text/html; charset=ISO-8859-1")
     );
+}
+
+/// `*/*` stores any type, `text/*` every text type (as nginx's `*_types`
+/// accept `*`); `*/*` used to pass `nginx -t` and store nothing.
+#[test]
+fn wildcard_types_are_stored() {
+    let up = Upstream::start(|req| {
+        let ct = match req.path.rsplit('.').next() {
+            Some("json") => "application/json",
+            Some("css") => "text/css; charset=utf-8",
+            _ => "image/png",
+        };
+        Plan::response(200, &[("Content-Type", ct)], req.path.as_bytes())
+    });
+    let nginx = start(&up);
+    for uri in ["/any/data.json", "/any/logo.png", "/text/style.css"] {
+        assert_eq!(get(nginx.port(), uri).sg_status(), "MISS");
+        stored(&nginx.path(format!("gen{uri}.html")));
+        assert_eq!(get(nginx.port(), uri).sg_status(), "HIT", "{uri}");
+    }
+    let json = get(nginx.port(), "/text/data.json");
+    assert_eq!(json.header("X-Static-Gen-Reason"), Some("type"), "{json}");
 }
 
 #[test]
