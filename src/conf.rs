@@ -11,9 +11,9 @@ use nginx_sys::{
     ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_off_slot, ngx_conf_set_sec_slot,
     ngx_conf_t, ngx_flag_t, ngx_hash_key_t, ngx_http_compile_complex_value,
     ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_core_srv_conf_t,
-    ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t,
-    off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    ngx_http_set_predicate_slot, ngx_http_variable_t, ngx_int_t, ngx_msec_t, ngx_parse_time,
+    ngx_str_t, ngx_uint_t, off_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
 };
 use ngx::core::NGX_CONF_OK;
@@ -30,6 +30,7 @@ use static_gen_logic::host::HostNames;
 use static_gen_logic::matcher::{looks_like_directive, PatternList, UriFilter};
 use static_gen_logic::open_pages::{parse_open_cache, OpenCacheConfig};
 use static_gen_logic::rules::parse_types;
+use static_gen_logic::validity::{parse_codes, Validity};
 use static_gen_logic::variants::Threads;
 use static_gen_logic::vars::variable_names;
 
@@ -59,8 +60,8 @@ pub(crate) struct StaticGenConf {
     max_size: off_t,
     /// `static_gen_access` as a file mode.
     access: Option<u32>,
-    /// `static_gen_valid`, seconds; 0 for no limit.
-    valid: time_t,
+    /// `static_gen_valid`: the statuses stored and their lifetimes.
+    valid: Option<Validity>,
     /// `static_gen_stale`, seconds; 0 for never stale.
     stale: time_t,
     /// `static_gen_stale_updates`.
@@ -208,7 +209,7 @@ impl Default for StaticGenConf {
             types: None,
             max_size: NGX_CONF_UNSET as off_t,
             access: None,
-            valid: NGX_CONF_UNSET as time_t,
+            valid: None,
             stale: NGX_CONF_UNSET as time_t,
             stale_updates: NGX_CONF_UNSET as ngx_uint_t,
             lock: NGX_CONF_UNSET as ngx_flag_t,
@@ -258,13 +259,20 @@ impl StaticGenConf {
         u64::try_from(self.max_size).ok().filter(|&max| max > 0)
     }
 
-    /// `static_gen_valid` and `static_gen_stale`.
-    pub(crate) fn lifetimes(&self) -> Lifetimes {
-        let nanos = |seconds: time_t| u64::try_from(seconds).unwrap_or(0) * 1_000_000_000;
+    /// `static_gen_valid` for a page stored with `status`, and
+    /// `static_gen_stale`.
+    pub(crate) fn lifetimes(&self, status: u16) -> Lifetimes {
+        let nanos = |seconds: u64| seconds.saturating_mul(1_000_000_000);
         Lifetimes {
-            valid: nanos(self.valid),
-            stale: nanos(self.stale),
+            valid: nanos(self.validity().lifetime(status)),
+            stale: nanos(u64::try_from(self.stale).unwrap_or(0)),
         }
+    }
+
+    /// The statuses stored, and how long each lives (`static_gen_valid`).
+    pub(crate) fn validity(&self) -> &Validity {
+        static DEFAULT: Validity = Validity::new();
+        self.valid.as_ref().unwrap_or(&DEFAULT)
     }
 
     /// `static_gen_stale` in milliseconds, 0 when off.
@@ -393,9 +401,9 @@ pub(crate) static mut COMMANDS: [ngx_command_t; 25] = [
     ),
     directive(
         ngx_string!("static_gen_valid"),
-        ANY_LEVEL | NGX_CONF_TAKE1,
-        ngx_conf_set_sec_slot,
-        mem::offset_of!(StaticGenConf, valid),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        add_valid,
+        0,
     ),
     directive(
         ngx_string!("static_gen_compress"),
@@ -761,6 +769,32 @@ directive_handler!(set_key_args, |cf, conf, args| set_once(
     |words: &[&str]| parse_key_args(words)
 ));
 
+// `static_gen_valid [code ...] time`: one more line; the time is parsed
+// by nginx's own `ngx_parse_time` (as `proxy_cache_valid`).
+directive_handler!(add_valid, |cf, conf, args| {
+    let words = match utf8_args(cf, &args) {
+        Ok(words) => words,
+        Err(e) => return e,
+    };
+    let Some((time, codes)) = words.split_last() else {
+        return ngx::core::NGX_CONF_ERROR;
+    };
+    let codes = match parse_codes(codes) {
+        Ok(codes) => codes,
+        Err(err) => return cf.emerg(format_args!("\"{}\": {err}", args[0])),
+    };
+    let mut value = args[args.len() - 1];
+    // SAFETY: nginx parses the string it is given and keeps nothing of it.
+    let secs = unsafe { ngx_parse_time(&mut value, 1) };
+    let Ok(secs) = u64::try_from(secs) else {
+        return cf.emerg(format_args!("\"{}\": invalid time \"{time}\"", args[0]));
+    };
+    conf.valid
+        .get_or_insert_with(Validity::default)
+        .add(codes, secs);
+    NGX_CONF_OK
+});
+
 directive_handler!(set_types, |cf, conf, args| set_once(
     cf,
     &mut conf.types,
@@ -946,14 +980,16 @@ impl StaticGenConf {
         if self.compress.is_none() {
             self.compress.clone_from(&prev.compress);
         }
-        for (own, above) in [(&mut self.valid, prev.valid), (&mut self.stale, prev.stale)] {
-            if *own == NGX_CONF_UNSET as time_t {
-                *own = if above == NGX_CONF_UNSET as time_t {
-                    0
-                } else {
-                    above
-                };
-            }
+        if self.valid.is_none() {
+            // a level's own lines replace those above, as proxy_cache_valid's
+            self.valid.clone_from(&prev.valid);
+        }
+        if self.stale == NGX_CONF_UNSET as time_t {
+            self.stale = if prev.stale == NGX_CONF_UNSET as time_t {
+                0
+            } else {
+                prev.stale
+            };
         }
         if self.stale_updates == NGX_CONF_UNSET as ngx_uint_t {
             self.stale_updates = if prev.stale_updates == NGX_CONF_UNSET as ngx_uint_t {

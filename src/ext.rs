@@ -102,6 +102,33 @@ pub(crate) trait RequestExt {
         key: &'static str,
         value: &'static str,
     ) -> Option<*mut ngx_table_elt_t> {
+        let value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr().cast_mut(),
+        };
+        self.push_header_out_value(key, value)
+    }
+
+    /// Adds a response header whose value is copied into the request's
+    /// pool.
+    fn push_header_out_bytes(
+        &mut self,
+        key: &'static str,
+        value: &[u8],
+    ) -> Option<*mut ngx_table_elt_t> {
+        let pool = self.raw().pool;
+        // SAFETY: the request's pool lives as long as the request.
+        let value = unsafe { ngx_str_t::from_bytes(pool, value) }?;
+        self.push_header_out_value(key, value)
+    }
+
+    /// Adds a response header with a value that lives as long as the
+    /// request.
+    fn push_header_out_value(
+        &mut self,
+        key: &'static str,
+        value: ngx_str_t,
+    ) -> Option<*mut ngx_table_elt_t> {
         let out = &mut self.raw_mut().headers_out.headers;
         // SAFETY: the request's header list; the element is filled at once.
         let elt = unsafe { ngx_list_push(out).cast::<ngx_table_elt_t>().as_mut()? };
@@ -110,10 +137,7 @@ pub(crate) trait RequestExt {
             len: key.len(),
             data: key.as_ptr().cast_mut(),
         };
-        elt.value = ngx_str_t {
-            len: value.len(),
-            data: value.as_ptr().cast_mut(),
-        };
+        elt.value = value;
         elt.lowcase_key = core::ptr::null_mut();
         // headers with the same name are linked from nginx 1.23 on
         #[cfg(nginx1_23)]

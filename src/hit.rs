@@ -118,13 +118,18 @@ pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<Representat
     let content_type = unsafe { ngx_str_t::from_bytes(pool, &page.content_type) }.ok_or(())?;
     {
         let out = &mut r.raw_mut().headers_out;
-        out.status = NGX_HTTP_OK as usize;
+        out.status = usize::from(page.status);
         out.content_length_n = sent.len as i64;
-        out.last_modified_time = page.mtime();
         out.content_type_len = mime_type(&page.content_type).len();
         out.content_type = content_type;
         out.content_type_lowcase = core::ptr::null_mut();
     }
+    if page.status != NGX_HTTP_OK as u16 {
+        // a stored redirect or error page: its status and Location, as
+        // nginx answers those (no validators, no ranges)
+        return set_redirect_headers(r, page).map(|()| sent);
+    }
+    r.raw_mut().headers_out.last_modified_time = page.mtime();
     // SAFETY: a live request.
     if unsafe { ngx_http_set_etag(r.into()) } != Status::NGX_OK.0 {
         return Err(());
@@ -149,6 +154,17 @@ pub(crate) fn set_headers(r: &mut Request, page: &HitPage) -> Result<Representat
         vary_on_accept_encoding(r)?;
     }
     Ok(sent)
+}
+
+/// The `Location` of a stored redirect (none for an error page), exactly
+/// as stored: not as `headers_out.location`, which nginx would make
+/// absolute (`absolute_redirect`) where the upstream's was sent as it was.
+fn set_redirect_headers(r: &mut Request, page: &HitPage) -> Result<(), ()> {
+    if !page.location.is_empty() {
+        r.push_header_out_bytes("Location", &page.location)
+            .ok_or(())?;
+    }
+    Ok(())
 }
 
 /// A variant's ETag, `"<mtime hex>-<length hex>-<coding>"`, written into

@@ -209,7 +209,7 @@ fn find(r: &Request, conf: &StaticGenConf, tree: &Rc<Tree>, rel: &[u8]) -> Found
     match pages::open(tree, rel, keys.page()) {
         Ok(page) => {
             let purged = tree.state().staleness(&keys, &page.tag_keys, page.modified);
-            match freshness(page.modified, purged, conf.lifetimes(), now()) {
+            match freshness(page.modified, purged, conf.lifetimes(page.status), now()) {
                 Freshness::Fresh => Found::Hit(page),
                 Freshness::Stale { expired, servable } => Found::Stale(StalePage {
                     status: if expired {

@@ -81,6 +81,9 @@ extern "C" fn count_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let served = matches!(status, Counted::Hit | Counted::Stale).then(|| served(r));
     counters.request(status, ctx.reason, served);
+    if let (Counted::Hit, Some(page)) = (status, ctx.hit.as_ref()) {
+        counters.hit_of_status(page.status);
+    }
     Status::NGX_OK.into()
 }
 

@@ -18,8 +18,8 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, Request};
-use static_gen_logic::page::encode_header;
-use static_gen_logic::rules::{storable, ResponseFacts};
+use static_gen_logic::page::encode_response_header;
+use static_gen_logic::rules::{storable_with, ResponseFacts};
 use static_gen_logic::stats::{Reason, Unstored};
 use static_gen_logic::store::{PageLimits, PageWriter};
 use static_gen_logic::tags::{TagError, Tags};
@@ -191,10 +191,15 @@ fn start_page(
     let mut vary = Vec::new();
     let mut has_set_cookie = false;
     let mut content_encoding: &[u8] = b"";
-    for header in r.headers_out() {
+    // in the list, not always in headers_out.location (nginx sets it only
+    // when proxy_redirect rewrote it)
+    let mut location: &[u8] = b"";
+    for header in r.headers_out().filter(|h| h.hash != 0) {
         let key = header.key.as_bytes();
         let value = header.value.as_bytes();
-        if key.eq_ignore_ascii_case(b"set-cookie") {
+        if key.eq_ignore_ascii_case(b"location") {
+            location = value;
+        } else if key.eq_ignore_ascii_case(b"set-cookie") {
             has_set_cookie = true;
         } else if key.eq_ignore_ascii_case(b"cache-control") {
             cache_control.extend_from_slice(value);
@@ -214,8 +219,10 @@ fn start_page(
         has_set_cookie,
         cache_control: &cache_control,
         vary: &vary,
+        location,
     };
-    if let Err(reason) = storable(&facts, miss.conf.types()) {
+    let validity = miss.conf.validity();
+    if let Err(reason) = storable_with(&facts, miss.conf.types(), validity) {
         ngx::ngx_log_debug_http!(r, "static_gen: not stored: {}", reason);
         return Err(Unstored::Rule(reason));
     }
@@ -232,8 +239,15 @@ fn start_page(
             return Err(Unstored::Tags);
         }
     };
-    let header = encode_header(facts.content_type, r.uri(), tags.as_line())
-        .map_err(|_| Unstored::WriteError)?;
+    let status = u16::try_from(facts.status).unwrap_or(0);
+    let header = encode_response_header(
+        facts.content_type,
+        r.uri(),
+        tags.as_line(),
+        status,
+        facts.location,
+    )
+    .map_err(|_| Unstored::WriteError)?;
     let limits = PageLimits {
         expected: u64::try_from(out.content_length_n).ok(),
         max: miss.conf.max_size(),

@@ -151,7 +151,7 @@ fn counters_match_the_requests_and_survive_a_reload() {
             Some(4.0)
         );
         assert_eq!(
-            sample("static_gen_bypasses_total{reason=\"query\"}"),
+            sample("static_gen_bypasses_total{reason=\"args\"}"),
             Some(1.0)
         );
         assert_eq!(

@@ -33,6 +33,7 @@ fuzz_target!(|input: Input<'_>| {
         has_set_cookie: input.has_set_cookie,
         cache_control: input.cache_control,
         vary: input.vary,
+        location: b"",
     };
     check_storable(&facts, &input.types);
 });

@@ -32,6 +32,7 @@ pub mod sweep;
 pub mod tags;
 pub mod throttle;
 pub mod tree;
+pub mod validity;
 pub mod variants;
 pub mod vars;
 pub mod writable;

@@ -194,6 +194,9 @@ pub struct OpenPage {
     pub identity_len: u64,
     pub variants: Variants,
     pub content_type: Rc<[u8]>,
+    /// The status it is answered with, and a redirect's `Location`.
+    pub status: u16,
+    pub location: Rc<[u8]>,
     /// Its tags' purge-mark keys.
     pub tag_keys: Rc<[u64]>,
     /// The file's size.
@@ -246,6 +249,8 @@ impl OpenPage {
             .unwrap_or_else(|| meta.len().saturating_sub(header.body_offset));
         Ok(OpenPage {
             content_type: header.content_type,
+            status: header.status,
+            location: header.location,
             tag_keys: header.tag_keys,
             body_offset: header.body_offset,
             identity_len,

@@ -108,6 +108,10 @@ pub struct PageHeader<'a> {
     /// The `levels:` line's value: what the variants were made at, or
     /// empty.
     pub levels: &'a [u8],
+    /// The status the page is answered with (`status:`, 200 without).
+    pub status: u16,
+    /// A redirect's `Location` (`location:`), or empty.
+    pub location: &'a [u8],
 }
 
 /// Why a header cannot be written or read.
@@ -130,23 +134,49 @@ impl std::fmt::Display for HeaderError {
 
 impl std::error::Error for HeaderError {}
 
-/// Renders the header for a page; `tags` as [`crate::tags::Tags::as_line`]
-/// gives them (empty: no `tags:` line).
+/// Renders the header for a `200` page; `tags` as
+/// [`crate::tags::Tags::as_line`] gives them (empty: no `tags:` line).
 pub fn encode_header(content_type: &[u8], uri: &[u8], tags: &[u8]) -> Result<Vec<u8>, HeaderError> {
+    encode_response_header(content_type, uri, tags, 200, b"")
+}
+
+/// Renders the header for a page stored with another status than `200`
+/// (a `status:` line) and, for a redirect, its `Location` (a `location:`
+/// line), kept exactly.
+pub fn encode_response_header(
+    content_type: &[u8],
+    uri: &[u8],
+    tags: &[u8],
+    status: u16,
+    location: &[u8],
+) -> Result<Vec<u8>, HeaderError> {
     let unprintable = |v: &[u8]| v.iter().any(|&b| b < 0x20 || b == 0x7f);
-    if unprintable(content_type) || unprintable(uri) || unprintable(tags) {
+    if [content_type, uri, tags, location]
+        .into_iter()
+        .any(unprintable)
+    {
         return Err(HeaderError::Unwritable);
     }
-    let len = MAGIC.len() + content_type.len() + uri.len() + tags.len() + 32;
+    let len = MAGIC.len() + content_type.len() + uri.len() + tags.len() + location.len() + 48;
     let mut header = Vec::with_capacity(len);
     header.extend_from_slice(MAGIC);
+    let status_text = status.to_string();
     let lines = [
         (&b"content-type: "[..], content_type),
         (b"uri: ", uri),
+        (
+            b"status: ",
+            if status == 200 {
+                b""
+            } else {
+                status_text.as_bytes()
+            },
+        ),
+        (b"location: ", location),
         (b"tags: ", tags),
     ];
     for (name, value) in lines {
-        if name == b"tags: " && value.is_empty() {
+        if name != b"content-type: " && name != b"uri: " && value.is_empty() {
             continue;
         }
         header.extend_from_slice(name);
@@ -211,6 +241,8 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
         identity_len: None,
         variants: Variants::default(),
         levels: b"",
+        status: 200,
+        location: b"",
     };
     let mut content_type = None;
     for line in rest[..end].split(|&b| b == b'\n') {
@@ -218,6 +250,12 @@ pub fn decode_header(start: &[u8]) -> Result<PageHeader<'_>, HeaderError> {
             content_type = Some(value);
         } else if let Some(value) = line.strip_prefix(b"tags: ") {
             header.tags = value;
+        } else if let Some(value) = line.strip_prefix(b"status: ") {
+            header.status = number(value)
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or(HeaderError::Foreign)?;
+        } else if let Some(value) = line.strip_prefix(b"location: ") {
+            header.location = value;
         } else if let Some(value) = line.strip_prefix(b"identity: ").filter(|_| with_variants) {
             header.identity_len = Some(number(value).ok_or(HeaderError::Foreign)?);
         } else if let Some(value) = line.strip_prefix(b"variant: ").filter(|_| with_variants) {
@@ -271,6 +309,9 @@ pub struct HeaderInfo {
     pub body_offset: u64,
     pub identity_len: Option<u64>,
     pub variants: Variants,
+    pub status: u16,
+    /// A redirect's `Location`, or empty.
+    pub location: std::rc::Rc<[u8]>,
 }
 
 impl From<PageHeader<'_>> for HeaderInfo {
@@ -284,6 +325,8 @@ impl From<PageHeader<'_>> for HeaderInfo {
             body_offset: header.body_offset as u64,
             identity_len: header.identity_len,
             variants: header.variants,
+            status: header.status,
+            location: header.location.into(),
         }
     }
 }
@@ -313,6 +356,39 @@ impl HeaderCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_and_error_pages_keep_status_and_location() {
+        let moved = encode_response_header(b"text/html", b"/old/", b"", 301, b"/new/?a=1").unwrap();
+        assert_eq!(
+            moved,
+            b"static_gen 1\ncontent-type: text/html\nuri: /old/\nstatus: 301\nlocation: /new/?a=1\n\n"
+        );
+        let header = decode_header(&moved).unwrap();
+        assert_eq!((header.status, header.location), (301, &b"/new/?a=1"[..]));
+        let missing = encode_response_header(b"text/html", b"/x", b"t", 404, b"").unwrap();
+        let header = decode_header(&missing).unwrap();
+        assert_eq!(
+            (header.status, header.location, header.tags),
+            (404, &b""[..], &b"t"[..])
+        );
+        // a 200 page's header is as it always was
+        assert_eq!(
+            encode_header(b"text/html", b"/a/", b"").unwrap(),
+            b"static_gen 1\ncontent-type: text/html\nuri: /a/\n\n"
+        );
+        assert_eq!(
+            decode_header(b"static_gen 1\ncontent-type: x\nuri: /\n\n")
+                .unwrap()
+                .status,
+            200
+        );
+        assert!(decode_header(b"static_gen 1\ncontent-type: x\nstatus: x\n\n").is_err());
+        assert_eq!(
+            encode_response_header(b"text/html", b"/", b"", 301, b"/a\r\nSet-Cookie: x"),
+            Err(HeaderError::Unwritable)
+        );
+    }
 
     #[test]
     fn variants_round_trip() {
@@ -463,6 +539,8 @@ mod tests {
             body_offset: 40,
             identity_len: None,
             variants: Variants::default(),
+            status: 200,
+            location: std::rc::Rc::from([]),
         };
         let mut cache = HeaderCache::default();
         cache.insert(version(1), info(b"text/html"));

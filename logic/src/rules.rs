@@ -1,5 +1,7 @@
 //! Which responses are safe to share with every anonymous visitor.
 
+use crate::validity::Validity;
+
 /// What the header filter knows of a response when it decides to store it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ResponseFacts<'a> {
@@ -12,6 +14,8 @@ pub struct ResponseFacts<'a> {
     pub cache_control: &'a [u8],
     /// Every `Vary` value, joined by `,`.
     pub vary: &'a [u8],
+    /// `Location`, empty when absent.
+    pub location: &'a [u8],
 }
 
 /// Why a response is passed through unstored.
@@ -28,7 +32,7 @@ pub enum NotStored {
 impl std::fmt::Display for NotStored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            NotStored::Status => "status is not 200",
+            NotStored::Status => "status is not stored (static_gen_valid)",
             NotStored::SetCookie => "response sets a cookie",
             NotStored::CacheControl => "Cache-Control forbids sharing",
             NotStored::ContentType => "content type is not stored",
@@ -38,11 +42,23 @@ impl std::fmt::Display for NotStored {
     }
 }
 
-/// Decides whether a response may be written to the generated tree.
+/// Decides whether a `200` response may be written to the generated tree.
 /// `types` are the MIME types to store (matched without parameters,
 /// case-insensitively); `*` stores every type.
 pub fn storable(facts: &ResponseFacts<'_>, types: &[impl AsRef<[u8]>]) -> Result<(), NotStored> {
-    if facts.status != 200 {
+    storable_with(facts, types, &Validity::default())
+}
+
+/// [`storable`], for the statuses `validity` stores: a redirect needs its
+/// `Location` (and may have any type, its body is not what is shown).
+pub fn storable_with(
+    facts: &ResponseFacts<'_>,
+    types: &[impl AsRef<[u8]>],
+    validity: &Validity,
+) -> Result<(), NotStored> {
+    let status = u16::try_from(facts.status).unwrap_or(0);
+    let redirect = Validity::is_redirect(status);
+    if !validity.stores(status) || (redirect && facts.location.is_empty()) {
         return Err(NotStored::Status);
     }
     if facts.has_set_cookie {
@@ -51,7 +67,7 @@ pub fn storable(facts: &ResponseFacts<'_>, types: &[impl AsRef<[u8]>]) -> Result
     if cache_control_forbids_sharing(facts.cache_control) {
         return Err(NotStored::CacheControl);
     }
-    if !type_listed(facts.content_type, types) {
+    if !redirect && !type_listed(facts.content_type, types) {
         return Err(NotStored::ContentType);
     }
     if !facts.content_encoding.is_empty()
@@ -252,6 +268,48 @@ mod tests {
             }),
             Ok(())
         );
+    }
+
+    #[test]
+    fn redirects_and_not_found_pages_when_named() {
+        let mut v = Validity::default();
+        v.add(crate::validity::parse_codes(&["301", "404"]).unwrap(), 60);
+        let moved = ResponseFacts {
+            status: 301,
+            content_type: b"",
+            location: b"/new/",
+            ..Default::default()
+        };
+        assert_eq!(storable_with(&moved, HTML, &v), Ok(()));
+        assert_eq!(storable(&moved, HTML), Err(NotStored::Status));
+        let without_location = ResponseFacts {
+            location: b"",
+            ..moved
+        };
+        assert_eq!(
+            storable_with(&without_location, HTML, &v),
+            Err(NotStored::Status)
+        );
+        let found = ResponseFacts {
+            status: 302,
+            ..moved
+        };
+        assert_eq!(storable_with(&found, HTML, &v), Err(NotStored::Status));
+        let missing = ResponseFacts {
+            status: 404,
+            ..page()
+        };
+        assert_eq!(storable_with(&missing, HTML, &v), Ok(()));
+        let json = ResponseFacts {
+            content_type: b"application/json",
+            ..missing
+        };
+        assert_eq!(storable_with(&json, HTML, &v), Err(NotStored::ContentType));
+        let private = ResponseFacts {
+            has_set_cookie: true,
+            ..moved
+        };
+        assert_eq!(storable_with(&private, HTML, &v), Err(NotStored::SetCookie));
     }
 
     #[test]

@@ -254,7 +254,12 @@ pub struct Counters {
     /// [scope][soft]
     purges: [[AtomicU64; 2]; 4],
     lock_waits: AtomicU64,
+    /// HITs by the status their page was stored with: 2xx, 3xx, 4xx.
+    hits_by_status: [AtomicU64; 3],
 }
+
+/// The labels of [`Counters::hit_of_status`]'s classes.
+const STATUS_CLASSES: [&str; 3] = ["2xx", "3xx", "4xx"];
 
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
@@ -278,6 +283,12 @@ impl Counters {
         if let Some((encoding, bytes)) = served {
             add(&self.served_bytes[encoding_index(encoding)], bytes);
         }
+    }
+
+    /// A HIT answered with a page stored with `status`.
+    pub fn hit_of_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(2, 4) - 2;
+        add(&self.hits_by_status[class], 1);
     }
 
     /// A page of `bytes` (its identity body) was installed.
@@ -391,6 +402,19 @@ impl Counters {
         }
         family(
             &mut out,
+            "static_gen_hits_by_status_total",
+            "HITs by the status of the stored page.",
+        );
+        for (class, label) in STATUS_CLASSES.iter().enumerate() {
+            sample(
+                &mut out,
+                "static_gen_hits_by_status_total",
+                &[("status", label)],
+                get(&self.hits_by_status[class]),
+            );
+        }
+        family(
+            &mut out,
             "static_gen_lock_waits_total",
             "Requests that waited for another request's page.",
         );
@@ -444,10 +468,17 @@ impl Counters {
                 )
             })
             .collect();
+        let hits_by_status = object(
+            STATUS_CLASSES
+                .iter()
+                .enumerate()
+                .map(|(class, label)| (*label, get(&self.hits_by_status[class])))
+                .collect(),
+        );
         format!(
             "{{\"requests\":{requests},\"bypasses\":{bypasses},\"not_stored\":{unstored},\
              \"stored_pages\":{},\"stored_bytes\":{},\"served_bytes\":{served},\
-             \"purges\":{{{}}},\"lock_waits\":{}}}",
+             \"purges\":{{{}}},\"lock_waits\":{},\"hits_by_status\":{hits_by_status}}}",
             get(&self.stored_pages),
             get(&self.stored_bytes),
             purges.join(","),
@@ -487,6 +518,10 @@ mod tests {
         c.stored(2000);
         c.purged(PurgeScope::Prefix, true);
         c.lock_wait();
+        c.hit_of_status(200);
+        c.hit_of_status(301);
+        c.hit_of_status(404);
+        c.hit_of_status(410);
         let text = c.prometheus();
         for line in [
             "static_gen_requests_total{status=\"HIT\"} 2",
@@ -499,6 +534,8 @@ mod tests {
             "static_gen_purges_total{scope=\"prefix\",mode=\"soft\"} 1",
             "static_gen_purges_total{scope=\"prefix\",mode=\"hard\"} 0",
             "static_gen_lock_waits_total 1",
+            "static_gen_hits_by_status_total{status=\"2xx\"} 1",
+            "static_gen_hits_by_status_total{status=\"4xx\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
@@ -510,7 +547,8 @@ mod tests {
             "\"stored_pages\":1,\"stored_bytes\":2000",
             "\"br\":150",
             "\"prefix\":{\"hard\":0,\"soft\":1}",
-            "\"lock_waits\":1}",
+            "\"lock_waits\":1,",
+            "\"hits_by_status\":{\"2xx\":1,\"3xx\":1,\"4xx\":2}}",
         ] {
             assert!(json.contains(part), "{part} in {json}");
         }
@@ -523,7 +561,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .collect();
-        assert_eq!(families.len(), 8);
+        assert_eq!(families.len(), 9);
         for family in families {
             let name = family.split(' ').next().unwrap();
             assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1);

@@ -117,6 +117,10 @@ pub fn add_variants(
     let Ok(header) = decode_header(&page[..header_end]) else {
         return Ok(Outcome::Gone);
     };
+    if header.status != 200 {
+        // a stored redirect or error page keeps its identity body only
+        return Ok(Outcome::NothingSmaller);
+    }
     if !needs(&header, pass) {
         return Ok(Outcome::UpToDate);
     }
@@ -584,7 +588,9 @@ fn page_needs(
         start.resize(MAX_HEADER_LEN, 0);
         len = rustix::io::pread(&file, &mut start, 0).ok()?;
     }
-    let header = decode_header(&start[..len]).ok()?;
+    let header = decode_header(&start[..len])
+        .ok()
+        .filter(|h| h.status == 200)?;
     let body_len = (stat.st_size as u64).saturating_sub(header.body_offset as u64);
     let identity_len = header.identity_len.unwrap_or(body_len);
     let need = match header.identity_len {

@@ -499,6 +499,7 @@ proptest! {
             has_set_cookie,
             cache_control: &cache_control,
             vary: &vary,
+            location: b"",
         };
         check_storable(&facts, &types);
         check_mime_type(&content_type);
