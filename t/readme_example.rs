@@ -2,6 +2,8 @@
 //! `nginx` block passes `nginx -t` and runs in front of a scripted upstream
 //! (MISS, HIT, purge) with only its paths, port, upstream and worker user
 //! replaced, the way `t/nginx_conf.rs` runs the files of `nginx-conf/`.
+//! Its Troubleshooting rows for the module's loading are nginx's messages
+//! for the example without its `load_module` line, and with it twice.
 mod common;
 mod example_conf;
 
@@ -15,14 +17,20 @@ use example_conf::*;
 
 const ORIGIN: &str = "README.md, the first ```nginx block under \"## Example\"";
 
-/// The first ```nginx block of the README's "## Example" section.
-fn readme_block() -> String {
+/// The README's section `## {title}`, up to the next `## `.
+fn readme_section(title: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
     let readme = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let section = readme
+    readme
         .split("\n## ")
-        .find(|s| s.starts_with("Example\n"))
-        .unwrap_or_else(|| panic!("README.md: no \"## Example\" section"));
+        .find(|s| s.starts_with(&format!("{title}\n")))
+        .unwrap_or_else(|| panic!("README.md: no \"## {title}\" section"))
+        .to_string()
+}
+
+/// The first ```nginx block of the README's "## Example" section.
+fn readme_block() -> String {
+    let section = readme_section("Example");
     let (_, after) = section
         .split_once("\n```nginx\n")
         .unwrap_or_else(|| panic!("README.md: no ```nginx block under \"## Example\""));
@@ -117,4 +125,38 @@ fn readme_example_generates_and_purges() {
     assert!(!page.exists(), "the purge removed {}", page.display());
     assert_eq!(get_page("/about/").sg_status(), "MISS");
     run.assert_no_alerts();
+}
+
+/// The Troubleshooting table has a row whose message contains `message`.
+fn assert_troubleshooting_row(message: &str) {
+    let section = readme_section("Troubleshooting");
+    assert!(
+        section
+            .lines()
+            .any(|l| l.starts_with("| `") && l.contains(message)),
+        "README.md's Troubleshooting has no row for `{message}`"
+    );
+}
+
+#[test]
+fn without_load_module_nginx_t_says_what_troubleshooting_lists() {
+    let conf = readme_example("127.0.0.1:9").replace(LOAD_MODULE, "# load_module forgotten");
+    let (ok, out) = conf.config_test();
+    assert!(!ok, "nginx -t passed without load_module:\n{out}");
+    let message = r#"unknown directive "static_gen""#;
+    assert!(out.contains(message), "{out}");
+    assert_troubleshooting_row(message);
+}
+
+#[test]
+fn load_module_twice_nginx_t_says_what_troubleshooting_lists() {
+    let conf = readme_example("127.0.0.1:9").replace(
+        LOAD_MODULE,
+        format!("{LOAD_MODULE}\n# the package's, and one by hand\n{LOAD_MODULE}"),
+    );
+    let (ok, out) = conf.config_test();
+    assert!(!ok, "nginx -t passed with load_module twice:\n{out}");
+    let message = r#"module "ngx_http_static_gen_module" is already loaded"#;
+    assert!(out.contains(message), "{out}");
+    assert_troubleshooting_row(message);
 }
