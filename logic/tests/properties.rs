@@ -774,3 +774,14 @@ proptest! {
         prop_assert_eq!(out, again);
     }
 }
+
+/// The input ci/fuzz's `rules` target found once `static_gen_types` took
+/// wildcards: `*/*` is kept as `*`, which the invariant did not allow.
+#[test]
+fn wildcard_types_keep_the_types_invariant() {
+    check_types(&[
+        "*/*".to_string(),
+        "text/*".to_string(),
+        "text/html".to_string(),
+    ]);
+}

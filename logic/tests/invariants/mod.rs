@@ -562,15 +562,16 @@ pub fn check_filter(include: &[String], exclude: &[String], uri: &[u8]) {
     assert!(!UriFilter::new(&empty, &list(&exact)).allows(uri));
 }
 
-/// `static_gen_types`: accepted values are `*` or a lowercase
-/// `type/subtype` without parameters.
+/// `static_gen_types`: accepted values are `*` (also written `*/*`) or a
+/// lowercase `type/subtype` (or `type/*`) without parameters.
 pub fn check_types(types: &[String]) {
     let Ok(parsed) = parse_types(types) else {
         return;
     };
     assert_eq!(parsed.len(), types.len());
     for (t, given) in parsed.iter().zip(types) {
-        assert!(t.eq_ignore_ascii_case(given), "{given:?} -> {t:?}");
+        let any = given == "*/*" && t == "*";
+        assert!(any || t.eq_ignore_ascii_case(given), "{given:?} -> {t:?}");
         let plain = t.split_once('/').is_some_and(|(main, sub)| {
             let token = |s: &str| {
                 !s.is_empty()
