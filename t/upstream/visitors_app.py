@@ -97,6 +97,9 @@ def _article(slug):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # the headers and the body are two writes: without TCP_NODELAY, the
+    # second waits for the client's delayed ACK (40 ms) on some clients
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
