@@ -30,6 +30,9 @@ answers the page from memory, and turn the results into the report table.
     bench_tools.py stampede LOADGEN RENDERS WAY RESULTS
                                                   checks and records a run of case 7
                                                   (loadgen's JSON, the app's renders)
+    bench_tools.py visitors LOADGEN COUNT SYSTEM RESULTS
+                                                  checks and records a run of case 10
+                                                  (loadgen's JSON, the app's count)
     bench_tools.py report RESULTS                 the report (Markdown)
     bench_tools.py write REPORT MARKDOWN          put REPORT between MARKDOWN's markers
 """
@@ -695,6 +698,7 @@ ROWS = [
     ("2", "hit-pcache", "module", "module HIT"),
     ("2", "hit-pcache", "pcache", "`proxy_cache` HIT"),
     ("2", "hit-pcache", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`"),
+    ("2", "hit-pcache", "varnish", "Varnish 7.1 HIT"),
     ("2", "hit-pcache-spread", "module", "module HIT, SPREAD pages"),
     ("2", "hit-pcache-spread", "pcache", "`proxy_cache` HIT, SPREAD pages"),
     ("2", "hit-pcache-spread", "pcache-ofc", "`proxy_cache` HIT, `open_file_cache`, SPREAD pages"),
@@ -720,6 +724,7 @@ ROWS = [
     ("8", "browser-gzip", "static-ofc", "nginx 1.22: `gzip_static`, `.gz` copy, `open_file_cache`"),
     ("8", "browser-gzip", "pcache", "nginx 1.22: `proxy_cache` HIT, gzip"),
     ("8", "browser-gzip", "pcache-ofc", "nginx 1.22: `proxy_cache` HIT, gzip, `open_file_cache`"),
+    ("8", "browser-gzip", "varnish", "Varnish 7.1 HIT, gzip (stored gzipped; Varnish has no br)"),
     ("8", "browser-br", "module", "nginx 1.22: module HIT, `Accept-Encoding: br`"),
     ("8", "browser-br", "static", "nginx 1.22: `brotli_static`, `.br` copy"),
     ("8", "browser-br", "static-ofc", "nginx 1.22: `brotli_static`, `.br` copy, `open_file_cache`"),
@@ -739,6 +744,7 @@ RATIOS = [
     ("module HIT / static `try_files` + `open_file_cache`", "hit-static", "module", "static-ofc", 1.0),
     ("module HIT / `proxy_cache` HIT", "hit-pcache", "module", "pcache", 1.0),
     ("module HIT / `proxy_cache` HIT + `open_file_cache`", "hit-pcache", "module", "pcache-ofc", 1.0),
+    ("module HIT / Varnish HIT", "hit-pcache", "module", "varnish", 1.0),
     ("SPREAD pages: module HIT / static `try_files`", "hit-static-spread", "module", "static", 1.0),
     ("SPREAD pages: module HIT / static `try_files` + `open_file_cache`",
      "hit-static-spread", "module", "static-ofc", 1.0),
@@ -763,6 +769,7 @@ RATIOS = [
      "browser-identity", "module", "pcache", 1.0),
     ("nginx 1.22, gzip: module HIT / `gzip_static`", "browser-gzip", "module", "static", 1.0),
     ("nginx 1.22, gzip: module HIT / `proxy_cache` HIT", "browser-gzip", "module", "pcache", 1.0),
+    ("nginx 1.22, gzip: module HIT / Varnish HIT", "browser-gzip", "module", "varnish", 1.0),
     ("nginx 1.22, br: module HIT / `brotli_static`", "browser-br", "module", "static", 1.0),
     ("nginx 1.22, br: module HIT / `proxy_cache` HIT", "browser-br", "module", "pcache", 1.0),
     ("nginx 1.22, no `Accept-Encoding`: module HIT / static `try_files` + `open_file_cache`",
@@ -1021,7 +1028,90 @@ def report(results):
         if lines:
             out("")
         lines.extend(stampede_lines)
+    visitor_lines = visitors_report(info)
+    if visitor_lines:
+        if lines:
+            out("")
+        lines.extend(visitor_lines)
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Case 10: a day of real visitors
+# --------------------------------------------------------------------------
+
+VISITOR_SYSTEMS = (
+    ("module", "this module, as `nginx-conf/django-gunicorn.conf` configures it"),
+    ("pcache", "nginx `proxy_cache` tuned as guides tune it"),
+    ("varnish", "Varnish with a typical VCL"),
+)
+
+# the mix's shares of old URLs (301) and missing paths (404), per request
+VISITOR_STATUSES = {"301": 0.03, "404": 0.07}
+
+
+def cmd_visitors(load_file, count_file, system, results):
+    """Checks a measured run of case 10 and records its share of requests
+    that reached the application and its requests/s; with errors or
+    statuses off the mix, the exit status is 3 (ci/bench goes on, then
+    fails)."""
+    with open(load_file) as f:
+        load = json.load(f)
+    with open(count_file) as f:
+        app = json.load(f)["total"]
+    requests = load["requests"]
+    statuses = load["http_statuses"]
+    problems = []
+    if requests == 0:
+        problems.append("no request completed")
+    if load["errors"]:
+        problems.append(f"{load['errors']} errors ({load['first_error']})")
+    other = {s: n for s, n in statuses.items() if s not in ("200", "301", "404")}
+    if other:
+        problems.append(f"statuses off the mix: {other}")
+    for status, share in VISITOR_STATUSES.items():
+        got = statuses.get(status, 0) / max(requests, 1)
+        if not share / 2 <= got <= share * 1.5:
+            problems.append(f"{got:.3f} of the responses are {status}, the mix has {share}")
+    share = app / max(requests, 1)
+    rps = requests / load["seconds"]
+    print(
+        f"    visitors   {system:<8} {rps:>8.0f} req/s  {share:.3f} reached the app"
+        f" ({app} / {requests})  statuses {statuses}",
+        file=sys.stderr,
+    )
+    if problems:
+        print(f"bench: visitors/{system}: " + "; ".join(problems), file=sys.stderr)
+    for name, value in (("share", share), ("rps", rps), ("requests", requests), ("app", app)):
+        cmd_value(results, f"visitors_{system}_{name}", value)
+    if problems:
+        sys.exit(3)
+
+
+def visitors_report(info):
+    """Case 10's table, when it ran."""
+    measured = [(s, label) for s, label in VISITOR_SYSTEMS if f"visitors_{s}_share" in info]
+    if not measured:
+        return []
+    lines = [
+        "| 10. a day of real visitors (each system starting empty) "
+        "| share of requests that reach the app | requests/s |",
+        "| --- | ---: | ---: |",
+    ]
+    for system, label in measured:
+        share, rps = info[f"visitors_{system}_share"], info[f"visitors_{system}_rps"]
+        lines.append(f"| {label} | {share:.3f} | {rps:,.0f} |")
+    anchors = [s for s, _ in measured if s != "module"]
+    if "visitors_module_share" in info and anchors:
+        best_share = min(info[f"visitors_{s}_share"] for s in anchors)
+        best_rps = max(info[f"visitors_{s}_rps"] for s in anchors)
+        share_met = "yes" if info["visitors_module_share"] <= best_share else "**no**"
+        lines.append(f"| target: module share ≤ best anchor's ({best_share:.3f}) | {share_met} | |")
+        lines.append(
+            f"| target: module requests/s ≥ every anchor's ({best_rps:,.0f}) | "
+            f"| {met(info['visitors_module_rps'], best_rps)} |"
+        )
+    return lines
 
 
 BEGIN = "<!-- ci/bench --write: begin -->"
@@ -1064,6 +1154,7 @@ def main():
         "monitor": cmd_monitor,
         "others": cmd_others,
         "stampede": cmd_stampede,
+        "visitors": cmd_visitors,
         "report": lambda results: sys.stdout.write(report(results)),
         "write": cmd_write,
     }

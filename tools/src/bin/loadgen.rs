@@ -12,12 +12,17 @@
 //!         [--clients 64] [--seconds 15] [--zipf 1.0] [--seed 1] [--slice-ms 1000]
 //!         [--purge-at 5 --purge-url http://127.0.0.1:PORT/_static_gen/purge]
 //!         [--warm] [--out FILE]
+//! loadgen --url http://127.0.0.1:PORT --urls FILE [--clients 16] [--seconds 20] [--out FILE]
 //! ```
 //!
 //! `--warm` first asks for every page once (8 at a time), then again until
 //! each answers `X-Static-Gen: HIT`, and fails if one does not. The pages are
 //! `PREFIX<i>/` for i in 0..PAGES, page i being the (i+1)-th most popular
 //! (weight 1/(i+1)^s), or the single `--path`. `--seconds 0` only warms.
+//! `--urls FILE` replays a mix of requests instead (case 10, a day of real
+//! visitors): one a line, `PATH` or `PATH<TAB>COOKIE` (sent as `Cookie:`);
+//! the clients walk the list in order, each from its own share of it
+//! (client i starts at line i * lines / clients), wrapping at its end.
 //! The JSON goes to `--out` (default: stdout); a summary goes to stderr.
 //! Standard library only; HTTP/1.1 with `Content-Length` or chunked bodies.
 
@@ -38,6 +43,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 struct Options {
     url: Target,
     paths: Vec<String>,
+    /// The `Cookie` of each path's request (`--urls`).
+    cookies: Vec<Option<String>>,
+    /// `--urls`: walk the paths in order rather than by popularity.
+    replay: bool,
     clients: usize,
     seconds: f64,
     zipf: f64,
@@ -84,7 +93,7 @@ impl Target {
 
 const USAGE: &str = "usage: loadgen --url http://HOST:PORT [--prefix P --pages N | --path P] \
 [--clients N] [--seconds S] [--zipf S] [--seed N] [--slice-ms MS] \
-[--purge-at S --purge-url URL] [--warm] [--out FILE]";
+[--purge-at S --purge-url URL] [--warm] [--out FILE] | --urls FILE ...";
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut map: HashMap<&str, &str> = HashMap::new();
@@ -102,6 +111,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--prefix",
             "--pages",
             "--path",
+            "--urls",
             "--clients",
             "--seconds",
             "--zipf",
@@ -133,13 +143,18 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         }
     }
     let url = Target::parse(map.get("--url").ok_or("--url is required")?)?;
-    let paths = match (map.get("--path"), map.get("--prefix")) {
-        (Some(_), Some(_)) => return Err("--path and --prefix exclude each other".into()),
-        (Some(path), None) => vec![path.to_string()],
-        (None, prefix) => {
+    let (paths, cookies) = match (map.get("--urls"), map.get("--path"), map.get("--prefix")) {
+        (Some(file), None, None) => read_urls(file)?,
+        (Some(_), _, _) | (None, Some(_), Some(_)) => {
+            return Err("--urls, --path and --prefix exclude each other".into())
+        }
+        (None, Some(path), None) => (vec![path.to_string()], vec![None]),
+        (None, None, prefix) => {
             let prefix = prefix.copied().unwrap_or("/stampede/");
             let pages: usize = num(&map, "--pages", 200)?;
-            (0..pages).map(|i| format!("{prefix}{i}/")).collect()
+            let paths: Vec<String> = (0..pages).map(|i| format!("{prefix}{i}/")).collect();
+            let cookies = vec![None; paths.len()];
+            (paths, cookies)
         }
     };
     if paths.is_empty() {
@@ -162,6 +177,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let options = Options {
         url,
         paths,
+        cookies,
+        replay: map.contains_key("--urls"),
         clients: num(&map, "--clients", 64)?,
         seconds: num(&map, "--seconds", 15.0)?,
         zipf: num(&map, "--zipf", 1.0)?,
@@ -176,6 +193,22 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         return Err("--clients and --slice-ms must be positive, --seconds not negative".into());
     }
     Ok(options)
+}
+
+/// The requests of `--urls FILE`: their paths and cookies.
+fn read_urls(file: &str) -> Result<(Vec<String>, Vec<Option<String>>), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    Ok(parse_urls(&text))
+}
+
+fn parse_urls(text: &str) -> (Vec<String>, Vec<Option<String>>) {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once('\t') {
+            Some((path, cookie)) => (path.to_string(), Some(cookie.to_string())),
+            None => (line.to_string(), None),
+        })
+        .unzip()
 }
 
 // ---------------------------------------------------------------------------
@@ -515,9 +548,10 @@ impl<S: Read + Write> Conn<S> {
     }
 }
 
-fn get_request(target: &Target, path: &str) -> Vec<u8> {
+fn get_request(target: &Target, path: &str, cookie: Option<&str>) -> Vec<u8> {
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadgen\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadgen\r\n{cookie}\r\n",
         target.authority
     )
     .into_bytes()
@@ -590,12 +624,18 @@ fn client(
     go.wait();
     let t0 = *start.get().expect("set before the start");
     let deadline = Duration::from_secs_f64(options.seconds);
+    let mut next = id * requests.len() / options.clients;
     loop {
         let sent = Instant::now();
         if sent.duration_since(t0) >= deadline {
             break;
         }
-        let page = zipf.sample(&mut rng);
+        let page = if options.replay {
+            next = (next + 1) % requests.len();
+            next
+        } else {
+            zipf.sample(&mut rng)
+        };
         let c = match &mut conn {
             Some(c) => c,
             None => match Conn::connect(&options.url.authority) {
@@ -687,7 +727,7 @@ fn warm(options: &Options) -> Result<HashMap<Gen, u64>, String> {
                     let mut gens = Vec::new();
                     for page in (t..pages).step_by(threads) {
                         let path = &options.paths[page];
-                        let request = get_request(&options.url, path);
+                        let request = get_request(&options.url, path, None);
                         // the first pass; then until it is a HIT
                         let mut tries = 0;
                         loop {
@@ -824,6 +864,24 @@ fn counts_json(records: &[&Record]) -> String {
     j.0
 }
 
+/// Responses by HTTP status: `{"200": N, "404": N}`.
+fn http_statuses_json(records: &[&Record]) -> String {
+    let mut counts: Vec<(u16, u64)> = Vec::new();
+    for r in records {
+        match counts.iter_mut().find(|(status, _)| *status == r.status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.status, 1)),
+        }
+    }
+    counts.sort_unstable();
+    let mut j = Json(String::from("{"));
+    for (status, n) in counts {
+        j.field(&status.to_string(), n.to_string());
+    }
+    j.0.push('}');
+    j.0
+}
+
 fn list<T: ToString>(xs: impl IntoIterator<Item = T>) -> String {
     let items: Vec<String> = xs.into_iter().map(|x| x.to_string()).collect();
     format!("[{}]", items.join(", "))
@@ -922,6 +980,7 @@ fn statistics(
             .to_string(),
     );
     j.field("statuses", counts_json(&all));
+    j.field("http_statuses", http_statuses_json(&all));
     j.field(
         "slices",
         list(
@@ -1054,7 +1113,8 @@ fn run(options: &Options) -> Result<String, String> {
     let requests: Vec<Vec<u8>> = options
         .paths
         .iter()
-        .map(|p| get_request(&options.url, p))
+        .zip(&options.cookies)
+        .map(|(p, c)| get_request(&options.url, p, c.as_deref()))
         .collect();
     let zipf = Zipf::new(options.paths.len(), options.zipf);
     let ready = Barrier::new(options.clients + 1);
@@ -1219,6 +1279,28 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     }
 
     #[test]
+    fn a_mix_of_paths_and_cookies() {
+        let (paths, cookies) = parse_urls("/a/?utm_source=x\n\n/b/\tsessionid=s1\n");
+        assert_eq!(paths, ["/a/?utm_source=x", "/b/"]);
+        assert_eq!(cookies, [None, Some("sessionid=s1".to_string())]);
+        let request = get_request(&Target::parse("http://h:1").unwrap(), "/b/", Some("a=1"));
+        assert!(String::from_utf8(request)
+            .unwrap()
+            .ends_with("loadgen\r\nCookie: a=1\r\n\r\n"));
+        let args: Vec<String> = [
+            "--url",
+            "http://h:1",
+            "--urls",
+            "/nonexistent",
+            "--path",
+            "/x",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(parse_options(&args).unwrap_err().contains("exclude"));
+    }
+
+    #[test]
     fn options_and_targets() {
         let args: Vec<String> = "--url http://127.0.0.1:8080 --pages 3 --purge-at 2 --purge-url http://127.0.0.1:8080/_static_gen/purge?hard=1"
             .split(' ')
@@ -1277,5 +1359,6 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         assert!(json.contains("\"pages_regenerated\": 1"), "{json}");
         assert!(json.contains("\"upstream_responses\": 1"), "{json}");
         assert!(json.contains("\"last_regenerated_s\": 0.4"), "{json}");
+        assert!(json.contains("\"http_statuses\": {\"200\": 6}"), "{json}");
     }
 }
