@@ -785,3 +785,16 @@ fn wildcard_types_keep_the_types_invariant() {
         "text/html".to_string(),
     ]);
 }
+
+/// The second input ci/fuzz's `rules` target found after the wildcards:
+/// a `*/*` given to `storable` as it is (not parsed) matches a type whose
+/// main type is `*`.
+#[test]
+fn wildcard_types_keep_the_storable_invariant() {
+    let facts = ResponseFacts {
+        status: 200,
+        content_type: b"*/-",
+        ..Default::default()
+    };
+    check_storable(&facts, &["*/*".to_string()]);
+}

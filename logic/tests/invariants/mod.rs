@@ -624,13 +624,18 @@ pub fn check_storable(facts: &ResponseFacts<'_>, types: &[String]) {
         at()
     );
     let mime = mime_type(facts.content_type);
-    assert!(
-        types
-            .iter()
-            .any(|t| t == "*" || (!mime.is_empty() && mime.eq_ignore_ascii_case(t.as_bytes()))),
-        "{}",
-        at()
-    );
+    // `*`, the type itself, or `main/*` for a type with that main type and
+    // a subtype
+    let main_of = |mime: &[u8]| match mime.iter().position(|&b| b == b'/') {
+        Some(slash) if slash + 1 < mime.len() => Some(mime[..slash].to_vec()),
+        _ => None,
+    };
+    let listed = |t: &String| match t.strip_suffix("/*") {
+        _ if t == "*" => true,
+        Some(main) => main_of(mime).is_some_and(|m| m.eq_ignore_ascii_case(main.as_bytes())),
+        None => !mime.is_empty() && mime.eq_ignore_ascii_case(t.as_bytes()),
+    };
+    assert!(types.iter().any(listed), "{}", at());
 }
 
 /// `static_gen_access`: accepted exactly for `user|group|all` : `r|rw`
