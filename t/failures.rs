@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -36,19 +35,6 @@ fn text_body(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789\n"[i % 37])
         .collect()
-}
-
-/// Temporary files left under `root`'s reserved directory.
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    list_files(&root.join(".static_gen/tmp"))
-}
-
-fn assert_no_temp_files(root: &Path) {
-    assert!(
-        wait_until(TIMEOUT, || temp_files(root).is_empty()),
-        "temporary files left: {:?}",
-        temp_files(root)
-    );
 }
 
 /// Error-log lines at `level` about a page that was not stored.

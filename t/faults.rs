@@ -334,7 +334,7 @@ fn reload_or_quit_mid_store_installs_whole_pages() {
             stored, r.body,
             "{signal}: the stored page is not the body sent"
         );
-        assert!(temp_files(&nginx.path("gen")).is_empty());
+        assert_no_temp_files(&nginx.path("gen"));
         assert_no_crash(&nginx);
     }
 }
@@ -538,7 +538,7 @@ fn an_immutable_page_is_served_and_refused_cleanly() {
     let p = purge(port, "uri=/a/");
     assert_eq!(p.status, 500, "{p}");
     assert_eq!(fs::read(&page).unwrap(), old);
-    assert!(temp_files(&nginx.path("gen")).is_empty());
+    assert_no_temp_files(&nginx.path("gen"));
     chattr("-i", page.parent().unwrap());
     chattr("-i", &page);
     assert_no_crash(&nginx);

@@ -135,7 +135,7 @@ fn symbolic_links_in_the_tree_are_never_followed() {
         !outside.join("new/index.html").exists(),
         "a MISS wrote outside the tree"
     );
-    assert!(temp_files(&nginx.path("gen")).is_empty());
+    assert_no_temp_files(&nginx.path("gen"));
     let purge = post(port, "/_static_gen/purge?prefix=/link/", b"");
     assert_eq!(purge.status, 200, "{purge}");
     assert!(

@@ -120,7 +120,7 @@ fn stored_page_is_the_exact_body_buffered_or_not() {
         let hit = get(nginx.port(), "/big");
         assert_eq!(hit.sg_status(), "HIT");
         assert!(hit.body == expected);
-        assert!(temp_files(&nginx.path("gen")).is_empty());
+        assert_no_temp_files(&nginx.path("gen"));
     }
 }
 
@@ -214,7 +214,7 @@ fn page_appears_only_when_complete() {
     conn.read_body("GET", &mut rest).unwrap();
     assert_eq!(rest.text(), "part one, part two, part three");
     assert_eq!(stored_body(&file), b"part one, part two, part three");
-    assert!(temp_files(&nginx.path("gen")).is_empty());
+    assert_no_temp_files(&nginx.path("gen"));
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn complete_response_the_client_did_not_receive_is_stored() {
         reset(stream);
         let page = nginx.path("gen/ignore/reset.html");
         assert_eq!(stored_body(&page), b"complete", "buffering {buffering}");
-        assert!(temp_files(&nginx.path("gen")).is_empty());
+        assert_no_temp_files(&nginx.path("gen"));
         up.clear();
     }
 }

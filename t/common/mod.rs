@@ -1620,6 +1620,17 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     list_files(&root.join(".static_gen/tmp"))
 }
 
+/// Asserts that no temporary file is left under `root`, once those being
+/// written now are done: a compressor thread writes a page's variants to a
+/// temporary file for a while after its store; one left behind never goes.
+pub fn assert_no_temp_files(root: &Path) {
+    assert!(
+        wait_until(TIMEOUT, || temp_files(root).is_empty()),
+        "temporary files left: {:?}",
+        temp_files(root)
+    );
+}
+
 /// Splits a page file into its header and identity body, as the page was
 /// installed: once its compressed variants are made (in the background),
 /// the file holds them after the identity body and its header says where
